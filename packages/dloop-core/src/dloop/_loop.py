@@ -1,0 +1,241 @@
+"""``Loop``: iterate batches, count steps, epochs and time, and say which events fire."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Generator, Hashable, Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+from dloop._event import Event
+from dloop._loop_events import LoopEvents
+from dloop._resume import load_state_dict, state_dict
+from dloop._run import Run, data_length
+from dloop._schedule import Schedule
+from dloop._signals import StopSignals, as_signals
+from dloop._state import LoopState
+from dloop._sync import Sync
+from dloop._validation import as_count, as_seconds
+
+T = TypeVar("T")
+
+
+class Loop(Generic[T]):
+    """Iterate ``data`` for a run and say which events fire on each batch.
+
+    ``for batch, events in Loop(data, max_epochs=3, events={...}):`` yields every batch
+    the run should see, re-iterating ``data`` for each epoch, with a frozenset of the
+    event keys (and ``LoopEvents`` members) that fire on that batch.
+
+    Args:
+        data: Any re-iterable of batches (a list, a torch DataLoader, a tf.data.Dataset,
+            ...), or a one-shot iterator for a single pass. If it has a callable
+            ``set_epoch``, that is called with the epoch number before each pass. If it
+            has a callable ``iter_from(start)``, a resumed epoch is iterated from there
+            instead of skipping ``start`` batches.
+        max_epochs: Stop after this many epochs (an int >= 1).
+        max_steps: Stop after this many steps (an int >= 1).
+        max_seconds: Stop when the next step would end past this many seconds of
+            ``clock`` (a finite number > 0): the last batch is the first at which
+            elapsed plus the expected duration of a step reaches it.
+        events: Named events: a mapping from any hashable key (not a ``LoopEvents``
+            member) to an ``Event``.
+        epoch_length: Batches per epoch; defaults to ``len(data)``. Without either the
+            loop looks one batch ahead to find the last batch of each epoch.
+        clock: Seconds as a float, monotonic; ``time.monotonic`` by default. Tests pass a
+            ``dloop.testing.ManualClock``.
+        sync: Agreement across processes (see ``dloop.Sync``), or None for one process.
+        stop_signals: Signals (for example ``(signal.SIGTERM, signal.SIGUSR1)``) whose
+            arrival requests a stop, while the loop runs; the previous handlers come back
+            as soon as the final batch is yielded or the loop is closed or freed.
+
+    At least one of ``max_epochs``, ``max_steps`` and ``max_seconds`` is required; with
+    several, the first reached ends the run.
+
+    Raises:
+        TypeError, ValueError: At construction, for bad arguments; the message names the
+            argument, the value and what is accepted.
+    """
+
+    __slots__ = ("_events", "_iterator", "_run")
+
+    def __init__(
+        self,
+        data: Iterable[T],
+        *,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
+        max_seconds: float | None = None,
+        events: Mapping[Any, Event] | None = None,
+        epoch_length: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sync: Sync | None = None,
+        stop_signals: Collection[int] = (),
+    ) -> None:
+        if not (hasattr(type(data), "__iter__") or hasattr(type(data), "__getitem__")):
+            raise TypeError(f"data must be iterable, got {data!r} (a {type(data).__name__})")
+        if max_epochs is None and max_steps is None and max_seconds is None:
+            raise ValueError(
+                "Loop needs a stopping condition: give max_epochs, max_steps or max_seconds"
+            )
+        if max_epochs is not None:
+            max_epochs = as_count("max_epochs", max_epochs)
+        if max_steps is not None:
+            max_steps = as_count("max_steps", max_steps)
+        if max_seconds is not None:
+            max_seconds = as_seconds("max_seconds", max_seconds, allow_zero=False)
+        if epoch_length is not None:
+            epoch_length = as_count("epoch_length", epoch_length)
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        self._events = _check_events(events)
+        if sync is not None:
+            _check_sync(sync)
+        signals = StopSignals(as_signals(stop_signals))
+
+        one_shot = isinstance(data, Iterator)
+        if epoch_length is None and not one_shot:
+            length = data_length(data)
+            if length == 0:
+                raise ValueError(f"data yielded no batch in epoch 0: it is empty ({data!r})")
+            epoch_length = length if length is not None else None
+            known_length = length
+        else:
+            known_length = epoch_length
+        if (
+            one_shot
+            and known_length is None
+            and max_steps is None
+            and max_seconds is None
+            and max_epochs is not None
+            and max_epochs > 1
+        ):
+            raise ValueError(
+                f"max_epochs={max_epochs} needs {max_epochs} passes over data, but data is a "
+                "one-shot iterator that gives one: pass a re-iterable (a list, a DataLoader, "
+                "...), or give epoch_length to cut the stream into epochs"
+            )
+        self._run: Run[T] = Run(
+            data,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            max_seconds=max_seconds,
+            schedule=Schedule(self._events),
+            epoch_length=known_length,
+            clock=clock,
+            sync=sync,
+            signals=signals,
+            one_shot=one_shot,
+        )
+        self._iterator: Generator[tuple[T, frozenset[Hashable]], None, None] | None = None
+
+    def __iter__(self) -> Iterator[tuple[T, frozenset[Hashable]]]:
+        """The run's iterator; iterating again after a ``break`` continues the run."""
+        if self._iterator is None:
+            self._iterator = self._run.iterate()
+        return self._iterator
+
+    def __len__(self) -> int:
+        """The number of batches this loop will yield, when known in advance.
+
+        Known with ``max_steps``, or ``max_epochs`` and a known epoch length (the smaller
+        when both); after ``load_state_dict``, the batches still to come.
+
+        Raises:
+            TypeError: When it is not known, so that progress bars show no total.
+        """
+        run = self._run
+        total = run.total_steps()
+        if total is None:
+            raise TypeError(
+                "len(loop) is unknown: give max_steps, or max_epochs with data that has a "
+                "len() or with epoch_length"
+            )
+        return max(0, total - run.resumed_step - 1)
+
+    @property
+    def state(self) -> LoopState:
+        """The ``LoopState`` of the batch just yielded."""
+        return self._run.state()
+
+    @property
+    def events(self) -> Mapping[Hashable, Event]:
+        """The named events of this loop."""
+        return dict(self._events)
+
+    def request_stop(self) -> None:
+        """End the run early: the next batch yielded is the last, with ``TRAINING_END``
+        and ``INTERRUPTED``. Only sets a flag, so it is safe in a signal handler.
+
+        With a ``sync``, the stop takes effect on the next agreement step, on every
+        process at once.
+        """
+        self._run.request_stop()
+
+    def state_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot to resume from; inside the body of step ``s`` it
+        means "steps 0..s are done"."""
+        return state_dict(self._run)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from ``state``: the next batch is step ``s + 1``, with epoch, epoch_step
+        and elapsed time continuing, and once-events that fired never firing again.
+
+        Raises:
+            RuntimeError: When the loop has already started.
+            TypeError, ValueError: For a malformed state dict, one from another version
+                of dloop, or one incompatible with this loop; the message says which.
+        """
+        if self._run.started:
+            raise RuntimeError("load_state_dict must be called before iterating the loop")
+        load_state_dict(self._run, state)
+
+    def close(self) -> None:
+        """Stop iterating and put back stop-signal handlers; the loop yields nothing more."""
+        if self._iterator is not None:
+            self._iterator.close()
+        else:
+            self._iterator = _finished()
+        self._run.signals.restore()
+        self._run.finished = True
+
+    def __repr__(self) -> str:
+        run = self._run
+        return (
+            f"Loop(step={run.step}, epoch={run.epoch}, events={list(self._events)!r}, "
+            f"finished={run.finished})"
+        )
+
+
+def _check_events(events: Mapping[Any, Event] | None) -> dict[Hashable, Event]:
+    if events is None:
+        return {}
+    if not isinstance(events, Mapping):
+        raise TypeError(f"events must be a mapping of names to Event, got {events!r}")
+    checked: dict[Hashable, Event] = {}
+    for key, event in events.items():
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(f"events key {key!r} is unhashable; use a string") from None
+        if isinstance(key, LoopEvents):
+            raise ValueError(
+                f"events key {key!r} is a built-in event the loop emits by itself; "
+                "choose another name"
+            )
+        if not isinstance(event, Event):
+            raise TypeError(
+                f"events[{key!r}] must be an Event, got {event!r} (a {type(event).__name__})"
+            )
+        checked[key] = event
+    return checked
+
+
+def _check_sync(sync: object) -> None:
+    every = getattr(sync, "every_n_steps", None)
+    as_count("sync.every_n_steps", every)
+    if not callable(getattr(sync, "combine", None)):
+        raise TypeError(f"sync must have a method combine(flags), got {sync!r}")
+
+
+def _finished() -> Generator[Any, None, None]:
+    yield from ()

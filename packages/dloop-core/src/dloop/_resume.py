@@ -1,0 +1,93 @@
+"""State dicts: what a loop saves to resume exactly where it was."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dloop._run import Run
+
+FORMAT = "dloop.Loop"
+VERSION = 1
+
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "version": (int,),
+    "step": (int,),
+    "epoch": (int,),
+    "epoch_step": (int,),
+    "epoch_finished": (bool,),
+    "elapsed": (int, float),
+    "step_seconds": (int, float, type(None)),
+    "events": (dict,),
+}
+
+
+def state_dict(run: Run[Any]) -> dict[str, Any]:
+    """The JSON-ready state of ``run``: "steps 0..step are done"."""
+    # Inside the body of a step, the time spent in the body so far counts too.
+    live = run.started and not run.finished
+    elapsed = run.clock() - run.start if live else run.elapsed()
+    started = run.started or run.step >= 0
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": run.step,
+        "epoch": run.epoch,
+        "epoch_step": run.step - run.epoch_first_step if started else -1,
+        "epoch_finished": run.epoch_finished,
+        "elapsed": elapsed,
+        "step_seconds": run.step_seconds,
+        "events": run.schedule.time_state() if run.started else dict(run.saved_events),
+    }
+
+
+def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
+    """Check ``state`` and position ``run`` after its last step done."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state dict must be a mapping, got a {type(state).__name__}")
+    missing = [name for name in _FIELDS if name not in state]
+    if missing:
+        raise ValueError(f"state dict is missing key(s) {missing}; expected {list(_FIELDS)}")
+    if state["format"] != FORMAT:
+        raise ValueError(f"state dict format {state['format']!r} is not {FORMAT!r}")
+    if state["version"] != VERSION:
+        raise ValueError(
+            f"state dict version {state['version']!r} is not supported by this dloop "
+            f"(which reads version {VERSION})"
+        )
+    for name, types in _FIELDS.items():
+        value = state[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise ValueError(f"state dict key {name!r} has {value!r}, expected {expected}")
+    step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
+    elapsed = float(state["elapsed"])
+    if step < -1 or epoch < 0 or not -1 <= epoch_step <= step or not math.isfinite(elapsed):
+        raise ValueError(
+            f"state dict position is inconsistent: step={step}, epoch={epoch}, "
+            f"epoch_step={epoch_step}, elapsed={elapsed}"
+        )
+    if elapsed < 0:
+        raise ValueError(f"state dict elapsed must be >= 0, got {elapsed}")
+    length = run.epoch_length
+    if length is not None and epoch_step >= length:
+        raise ValueError(
+            f"state dict is incompatible with this loop: it stopped at batch {epoch_step} of "
+            f"epoch {epoch}, but epochs here have {length} batches"
+        )
+    for key, record in state["events"].items():
+        if not isinstance(record, Mapping):
+            raise ValueError(f"state dict events[{key!r}] must be a mapping, got {record!r}")
+    run.step = step
+    run.resumed_step = step
+    run.epoch = epoch
+    run.epoch_first_step = step - epoch_step
+    run.epoch_finished = state["epoch_finished"] or (
+        length is not None and epoch_step == length - 1
+    )
+    run.elapsed_offset = elapsed
+    run.step_seconds = None if state["step_seconds"] is None else float(state["step_seconds"])
+    run.saved_events = state["events"]

@@ -1,0 +1,404 @@
+"""The running loop: position, the per-step hot path, and the decisions on event steps.
+
+``Loop`` (the public facade) holds a ``Run`` and the generator made by ``Run.iterate``; the
+generator holds the ``Run`` but not the ``Loop``, so dropping the last reference to a loop
+frees it at once (and puts back any stop-signal handlers) without waiting for the cycle
+collector.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
+from itertools import islice
+from typing import Any, Generic, TypeVar
+
+from dloop._loop_events import LoopEvents
+from dloop._schedule import NEVER, Schedule, next_multiple_step
+from dloop._signals import StopSignals
+from dloop._state import LoopState
+from dloop._sync import Sync
+
+T = TypeVar("T")
+
+EMPTY: frozenset[Hashable] = frozenset()
+"""The events of a quiet step: one shared empty set, so quiet steps allocate nothing."""
+
+_END = object()
+_NOT_LOOKED = object()
+
+EPOCH_START = LoopEvents.EPOCH_START
+EPOCH_END = LoopEvents.EPOCH_END
+TRAINING_END = LoopEvents.TRAINING_END
+INTERRUPTED = LoopEvents.INTERRUPTED
+
+_MICROSECONDS = 1_000_000
+
+
+def data_length(data: object) -> int | None:
+    """``len(data)``, or None for data without a length (a DataLoader over an
+    IterableDataset raises TypeError from ``len``)."""
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class Run(Generic[T]):
+    """Configuration and position of one loop; ``iterate`` is its generator."""
+
+    __slots__ = (
+        "__weakref__",
+        "clock",
+        "data",
+        "elapsed_offset",
+        "epoch",
+        "epoch_finished",
+        "epoch_first_step",
+        "epoch_length",
+        "epoch_length_now",
+        "finished",
+        "last_decided_now",
+        "last_decided_step",
+        "last_step",
+        "max_epochs",
+        "max_seconds",
+        "next_sync_step",
+        "now",
+        "one_shot",
+        "resumed_step",
+        "saved_events",
+        "schedule",
+        "signals",
+        "start",
+        "started",
+        "step",
+        "step_seconds",
+        "stop_requested",
+        "sync",
+        "time_cell",
+    )
+
+    def __init__(
+        self,
+        data: Iterable[T],
+        *,
+        max_epochs: int | None,
+        max_steps: int | None,
+        max_seconds: float | None,
+        schedule: Schedule,
+        epoch_length: int | None,
+        clock: Callable[[], float],
+        sync: Sync | None,
+        signals: StopSignals,
+        one_shot: bool,
+    ) -> None:
+        self.data = data
+        self.max_epochs = NEVER if max_epochs is None else max_epochs
+        self.last_step = NEVER if max_steps is None else max_steps - 1
+        self.max_seconds = max_seconds
+        self.schedule = schedule
+        self.epoch_length = epoch_length
+        self.clock = clock
+        self.sync = sync
+        self.signals = signals
+        self.one_shot = one_shot
+        # Position: the last step done ("steps 0..step are done"), -1 before any.
+        self.step = -1
+        self.resumed_step = -1
+        self.epoch = 0
+        self.epoch_first_step = 0
+        self.epoch_finished = False
+        self.epoch_length_now: int | None = None
+        self.elapsed_offset = 0.0
+        self.start = 0.0
+        self.now = 0.0
+        self.step_seconds: float | None = None
+        self.saved_events: Mapping[str, Any] = {}
+        self.stop_requested = False
+        self.time_cell = [math.inf]
+        self.started = False
+        self.finished = False
+        self.next_sync_step = NEVER
+        self.last_decided_step = -1
+        self.last_decided_now = 0.0
+
+    # ------------------------------------------------------------------ queries
+
+    def elapsed(self) -> float:
+        """Elapsed seconds as of the batch just yielded (the restored time before any)."""
+        return self.now - self.start if self.started else self.elapsed_offset
+
+    def total_steps(self) -> int | None:
+        """The global number of steps the run reaches, when known in advance."""
+        total = None if self.last_step == NEVER else self.last_step + 1
+        if self.max_epochs != NEVER and self.epoch_length is not None:
+            by_epochs = self.max_epochs * self.epoch_length
+            total = by_epochs if total is None else min(total, by_epochs)
+        return total
+
+    def state(self) -> LoopState:
+        step = self.step
+        elapsed = self.elapsed()
+        total = self.total_steps()
+        fractions = []
+        if total is not None:
+            fractions.append((step + 1) / total)
+        if self.max_seconds is not None:
+            fractions.append(elapsed / self.max_seconds)
+        progress = min(1.0, max(0.0, max(fractions))) if fractions else None
+        etas = []
+        if total is not None and step >= 1:
+            etas.append(elapsed / step * (total - step))
+        if self.max_seconds is not None:
+            etas.append(self.max_seconds - elapsed)
+        eta = max(0.0, min(etas)) if etas else None
+        if self.finished:
+            eta = 0.0
+        return LoopState(
+            step=step,
+            epoch=self.epoch,
+            epoch_step=step - self.epoch_first_step,
+            elapsed=elapsed,
+            epoch_length=self.epoch_length_now if self.started else self.epoch_length,
+            total_steps=total,
+            progress=progress,
+            eta=eta,
+        )
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        """Only set flags, so that it is safe inside a signal handler."""
+        self.stop_requested = True
+        self.time_cell[0] = -math.inf
+
+    def _set_time_cell(self) -> None:
+        """Put the next clock value at which a time decision is due where the hot path
+        looks: the next time trigger or the point where max_seconds may end the run."""
+        if self.sync is not None:
+            self.time_cell[0] = math.inf
+            return
+        deadline = self.schedule.next_time
+        if self.max_seconds is not None:
+            deadline = min(deadline, self.max_seconds - (self.step_seconds or 0.0))
+        self.time_cell[0] = self.start + deadline
+        if self.stop_requested:  # a request that came while this ran must not be lost
+            self.time_cell[0] = -math.inf
+
+    def _ends_before_start(self) -> bool:
+        """A restored run that had already reached its limits yields nothing."""
+        return (
+            self.step >= self.last_step
+            or (self.epoch_finished and self.epoch + 1 >= self.max_epochs)
+            or (self.max_seconds is not None and self.elapsed_offset >= self.max_seconds)
+        )
+
+    def _epoch_iterator(self, epoch: int, skip: int) -> Iterator[T]:
+        """Call ``set_epoch``, then iterate the data from batch ``skip`` of the epoch."""
+        data = self.data
+        set_epoch = getattr(data, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+        if not skip:
+            return iter(data)
+        iter_from = getattr(data, "iter_from", None)
+        if callable(iter_from):
+            return iter(iter_from(skip))
+        iterator = iter(data)
+        skipped = sum(1 for _ in islice(iterator, skip))
+        if skipped < skip:
+            raise ValueError(
+                f"cannot resume: data yielded {skipped} batches in epoch {epoch}, but the "
+                f"state dict says {skip} were already done"
+            )
+        return iterator
+
+    # ------------------------------------------------------------------ the loop
+
+    def iterate(self) -> Generator[tuple[T, frozenset[Hashable]], None, None]:
+        """Yield ``(batch, events)`` until the run ends; the hot path is marked below."""
+        self.started = True
+        clock = self.clock
+        cell = self.time_cell
+        empty = EMPTY
+        self.signals.install(self.request_stop)
+        try:
+            now = clock()
+            self.now = now
+            self.start = now - self.elapsed_offset
+            step = self.step
+            self.last_decided_step = step
+            self.last_decided_now = now
+            if self._ends_before_start():
+                self.finished = True
+                return
+            self.schedule.start(
+                after_step=step, elapsed=self.elapsed_offset, saved=self.saved_events
+            )
+            if self.sync is not None:
+                self.next_sync_step = next_multiple_step(step, self.sync.every_n_steps)
+            self._set_time_cell()
+            epoch = self.epoch
+            skip = 0
+            if step >= 0:
+                if self.epoch_finished:
+                    epoch += 1
+                else:
+                    skip = step + 1 - self.epoch_first_step
+            while True:
+                length = self.epoch_length if self.epoch_length is not None else None
+                if length is None and not self.one_shot:
+                    length = data_length(self.data)
+                iterator = self._epoch_iterator(epoch, skip)
+                first = step + 1 - skip
+                self.epoch = epoch
+                self.epoch_first_step = first
+                self.epoch_length_now = length
+                self.epoch_finished = False
+                next_step = step + 1
+                if length is not None:
+                    if length == 0:
+                        raise ValueError(
+                            f"data yielded no batch in epoch {epoch} (its length is 0)"
+                        )
+                    last = first + length - 1
+                    for batch in iterator:
+                        step += 1
+                        now = clock()
+                        # --- hot path: a quiet step is two compares and two stores ---
+                        if step < next_step and now < cell[0]:
+                            self.step = step
+                            self.now = now
+                            yield batch, empty
+                            continue
+                        self.step = step
+                        self.now = now
+                        events, next_step = self._decide(step, now, step == last, last)
+                        yield batch, events
+                        if self.finished:
+                            return
+                        if step == last:
+                            break
+                    else:
+                        got = step + 1 - first
+                        if got == 0:
+                            raise ValueError(f"data yielded no batch in epoch {epoch}")
+                        raise ValueError(
+                            f"data yielded {got} batches in epoch {epoch}, fewer than the "
+                            f"epoch length {length} (from "
+                            f"{'epoch_length' if self.epoch_length is not None else 'len(data)'})"
+                        )
+                else:
+                    # Unknown length: look one batch ahead to know which batch is the last.
+                    upcoming = next(iterator, _END)
+                    if upcoming is _END:
+                        raise ValueError(f"data yielded no batch in epoch {epoch}")
+                    # A one-shot iterator is not read past the run's last step: the batch
+                    # would be lost to the caller.
+                    no_peek = self.last_step if self.one_shot else NEVER
+                    while True:
+                        batch = upcoming  # type: ignore[assignment]
+                        step += 1
+                        upcoming = next(iterator, _END) if step != no_peek else _NOT_LOOKED
+                        now = clock()
+                        if step < next_step and now < cell[0] and upcoming is not _END:
+                            self.step = step
+                            self.now = now
+                            yield batch, empty
+                            continue
+                        self.step = step
+                        self.now = now
+                        ended = upcoming is _END
+                        events, next_step = self._decide(step, now, ended, NEVER)
+                        yield batch, events
+                        if self.finished:
+                            return
+                        if ended:
+                            break
+                epoch += 1
+                skip = 0
+        finally:
+            self.signals.restore()
+
+    def _decide(
+        self, step: int, now: float, epoch_end: bool, epoch_last: int
+    ) -> tuple[frozenset[Hashable], int]:
+        """The events of a step on which something may fire, and the next such step."""
+        fired: set[Hashable] = set()
+        schedule = self.schedule
+        if step == self.epoch_first_step:
+            fired.add(EPOCH_START)
+        final = step >= self.last_step
+        if epoch_end:
+            fired.add(EPOCH_END)
+            schedule.fire_epoch_end(self.epoch, fired)
+            final = final or self.epoch + 1 >= self.max_epochs
+        self.epoch_finished = epoch_end
+        schedule.fire_steps(step, fired)
+
+        # Duration of one step, averaged since the last decided step, smoothed.
+        span = step - self.last_decided_step
+        if span > 0:
+            recent = (now - self.last_decided_now) / span
+            previous = self.step_seconds
+            self.step_seconds = (
+                recent if previous is None else previous + (recent - previous) * min(1.0, span / 4)
+            )
+        self.last_decided_step = step
+        self.last_decided_now = now
+
+        sync = self.sync
+        if sync is None or step == self.next_sync_step:
+            if sync is None:
+                elapsed = now - self.start
+                step_seconds = self.step_seconds or 0.0
+                stop = self.stop_requested
+                horizon = 1
+            else:
+                self.next_sync_step = step + sync.every_n_steps
+                elapsed, step_seconds, stop = self._agree(sync, now)
+                horizon = sync.every_n_steps
+            schedule.fire_times(elapsed, fired)
+            if stop:
+                final = True
+                fired.add(INTERRUPTED)
+            if self.max_seconds is not None and (
+                elapsed + horizon * step_seconds >= self.max_seconds
+            ):
+                final = True
+
+        if schedule.conditions:
+            state = self.state()
+            for key, condition in schedule.conditions:
+                if condition(state):
+                    fired.add(key)
+
+        if final:
+            fired.add(TRAINING_END)
+            self.finished = True
+            self.signals.restore()
+            return frozenset(fired), NEVER
+
+        next_step = min(schedule.next_step, epoch_last, self.last_step)
+        if sync is not None:
+            next_step = min(next_step, self.next_sync_step)
+        if schedule.conditions:
+            next_step = step + 1
+        self._set_time_cell()
+        return (frozenset(fired) if fired else EMPTY), next_step
+
+    def _agree(self, sync: Sync, now: float) -> tuple[float, float, bool]:
+        """Combine (stop requested, elapsed, step duration) over all processes."""
+        flags = (
+            1 if self.stop_requested else 0,
+            max(0, round((now - self.start) * _MICROSECONDS)),
+            max(0, round((self.step_seconds or 0.0) * _MICROSECONDS)),
+        )
+        agreed = sync.combine(flags)
+        if len(agreed) != len(flags):
+            raise ValueError(
+                f"sync.combine returned {len(agreed)} values for {len(flags)} flags; it must "
+                "return their element-wise maximum over all processes"
+            )
+        return agreed[1] / _MICROSECONDS, agreed[2] / _MICROSECONDS, agreed[0] > 0

@@ -1,0 +1,163 @@
+"""Per-event bookkeeping: when each trigger can next fire, so quiet steps cost nothing.
+
+Step triggers (every_n_steps, at_step) sit in a heap keyed by the next step on which they
+fire, time triggers (every_n_seconds, at_time) in a heap keyed by the next elapsed time.
+The loop only compares the current step and time with the tops of those heaps; the heaps
+are touched on steps where something fires, so the cost of a quiet step does not depend
+on the number of events.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dloop._event import Event
+    from dloop._state import LoopState
+
+NEVER = 1 << 62
+"""A step beyond any run: the next step of a schedule with no step trigger."""
+
+
+def key_id(key: Hashable) -> str:
+    """The JSON name of an event key in a state dict: the key itself if it is a string."""
+    return key if isinstance(key, str) else repr(key)
+
+
+def next_multiple_step(after_step: int, every: int) -> int:
+    """The first step ``s > after_step`` with ``(s + 1) % every == 0``."""
+    return ((after_step + 1) // every + 1) * every - 1
+
+
+def next_deadline_index(elapsed: float, period: float) -> int:
+    """The smallest ``k >= 1`` with ``k * period > elapsed``."""
+    k = max(1, math.floor(elapsed / period) + 1)
+    while k * period <= elapsed:
+        k += 1
+    while k > 1 and (k - 1) * period > elapsed:
+        k -= 1
+    return k
+
+
+class Schedule:
+    """The compiled triggers of a loop's events and their position in the run."""
+
+    __slots__ = ("_events", "_seq", "conditions", "epoch_triggers", "step_heap", "time_heap")
+
+    def __init__(self, events: Mapping[Hashable, Event]) -> None:
+        self._events = events
+        self.epoch_triggers: list[tuple[int, Hashable]] = [
+            (event.every_n_epochs, key)
+            for key, event in events.items()
+            if event.every_n_epochs is not None
+        ]
+        self.conditions: list[tuple[Hashable, Callable[[LoopState], bool]]] = [
+            (key, event.condition_function)
+            for key, event in events.items()
+            if event.condition_function is not None
+        ]
+        # (step, seq, key, period): period 0 for a one-shot at_step.
+        self.step_heap: list[tuple[int, int, Hashable, int]] = []
+        # (elapsed deadline, seq, key, period, k): period 0.0 for a one-shot at_time.
+        self.time_heap: list[tuple[float, int, Hashable, float, int]] = []
+        self._seq = 0
+
+    @property
+    def has_time_triggers(self) -> bool:
+        return any(
+            e.every_n_seconds is not None or e.at_time is not None for e in self._events.values()
+        )
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def start(self, *, after_step: int, elapsed: float, saved: Mapping[str, Any]) -> None:
+        """Position every trigger after ``after_step`` steps done and ``elapsed`` seconds.
+
+        ``saved`` is the ``events`` part of a state dict (empty for a new run): it keeps
+        every_n_seconds deadlines and at_time events that have not fired yet (with a
+        ``sync`` they can lag behind the elapsed time). An event it does not name starts
+        from the present: nothing in its past fires.
+        """
+        self.step_heap.clear()
+        self.time_heap.clear()
+        for key, event in self._events.items():
+            if event.every_n_steps is not None:
+                every = event.every_n_steps
+                step = next_multiple_step(after_step, every)
+                self.step_heap.append((step, self._next_seq(), key, every))
+            for step in event.at_step or ():  # type: ignore[union-attr]
+                if step > after_step:
+                    self.step_heap.append((step, self._next_seq(), key, 0))
+            record = saved.get(key_id(key), {})
+            if event.every_n_seconds is not None:
+                period = float(event.every_n_seconds)
+                stored = record.get("every_n_seconds")
+                if stored is not None and stored[0] == period:
+                    k = int(stored[1])
+                else:
+                    k = next_deadline_index(elapsed, period)
+                self.time_heap.append((k * period, self._next_seq(), key, period, k))
+            if event.at_time is not None:
+                pending = record.get("at_time_pending")
+                for time in event.at_time:  # type: ignore[union-attr]
+                    if time > elapsed or (pending is not None and time in pending):
+                        self.time_heap.append((time, self._next_seq(), key, 0.0, 0))
+        heapq.heapify(self.step_heap)
+        heapq.heapify(self.time_heap)
+
+    @property
+    def next_step(self) -> int:
+        """The next step on which a step trigger fires (``NEVER`` when none will)."""
+        return self.step_heap[0][0] if self.step_heap else NEVER
+
+    @property
+    def next_time(self) -> float:
+        """The next elapsed time at which a time trigger fires (inf when none will)."""
+        return self.time_heap[0][0] if self.time_heap else math.inf
+
+    def fire_steps(self, step: int, fired: set[Hashable]) -> None:
+        """Add the keys of the step triggers that fire on ``step`` and reschedule them."""
+        heap = self.step_heap
+        while heap and heap[0][0] <= step:
+            due, _, key, every = heapq.heappop(heap)
+            if due == step:
+                fired.add(key)
+            if every:
+                heapq.heappush(
+                    heap, (next_multiple_step(step, every), self._next_seq(), key, every)
+                )
+
+    def fire_times(self, elapsed: float, fired: set[Hashable]) -> None:
+        """Add the keys of the time triggers due at ``elapsed``; missed deadlines collapse."""
+        heap = self.time_heap
+        while heap and heap[0][0] <= elapsed:
+            _, _, key, period, _ = heapq.heappop(heap)
+            fired.add(key)
+            if period:
+                k = next_deadline_index(elapsed, period)
+                heapq.heappush(heap, (k * period, self._next_seq(), key, period, k))
+
+    def fire_epoch_end(self, epoch: int, fired: set[Hashable]) -> None:
+        """Add the keys of the every_n_epochs triggers that fire at the end of ``epoch``."""
+        for every, key in self.epoch_triggers:
+            if (epoch + 1) % every == 0:
+                fired.add(key)
+
+    def time_state(self) -> dict[str, dict[str, Any]]:
+        """The JSON-ready state of the time triggers, for ``Loop.state_dict``."""
+        state: dict[str, dict[str, Any]] = {}
+        for key, event in self._events.items():
+            if event.at_time is not None:
+                state.setdefault(key_id(key), {})["at_time_pending"] = []
+        for deadline, _, key, period, k in sorted(self.time_heap, key=lambda entry: entry[:2]):
+            record = state.setdefault(key_id(key), {})
+            if period:
+                record["every_n_seconds"] = [period, k]
+            else:
+                record["at_time_pending"].append(deadline)
+        return state

@@ -1,0 +1,75 @@
+"""Opt-in stop signals: the handler only requests a stop; old handlers come back."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def as_signals(value: object) -> tuple[signal.Signals, ...]:
+    """Validate ``stop_signals``: a collection of signal numbers, usable on this thread."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            "stop_signals must be a collection of signals such as "
+            f"(signal.SIGTERM, signal.SIGUSR1), got {value!r}"
+        )
+    result: list[signal.Signals] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise TypeError(f"stop_signals item must be a signal number, got {item!r}")
+        try:
+            result.append(signal.Signals(item))
+        except ValueError:
+            raise ValueError(f"stop_signals item {item!r} is not a signal number") from None
+        if item in (signal.SIGKILL, getattr(signal, "SIGSTOP", None)):
+            raise ValueError(f"stop_signals item {result[-1].name} cannot be caught")
+    if result:
+        check_main_thread()
+    return tuple(dict.fromkeys(result))
+
+
+def check_main_thread() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        raise ValueError(
+            "stop_signals can only be installed from the main thread (Python delivers "
+            f"signals there), but this is thread {threading.current_thread().name!r}"
+        )
+
+
+class StopSignals:
+    """Installs handlers that call ``request_stop`` on a loop it holds only weakly."""
+
+    __slots__ = ("__weakref__", "_previous", "_signals")
+
+    def __init__(self, signals: tuple[signal.Signals, ...]) -> None:
+        self._signals = signals
+        self._previous: dict[signal.Signals, _Handler] = {}
+
+    def install(self, request_stop: Callable[[], None]) -> None:
+        """Install a handler for every signal that calls ``request_stop`` (held weakly)."""
+        if not self._signals or self._previous:
+            return
+        check_main_thread()
+        target = weakref.WeakMethod(request_stop)
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            method = target()
+            if method is not None:
+                method()
+
+        for sig in self._signals:
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def restore(self) -> None:
+        """Put the previous handlers back (once); safe to call again, or from GC."""
+        previous, self._previous = self._previous, {}
+        if not previous or threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -1,0 +1,57 @@
+"""Argument checks whose errors name the argument, the value and what is accepted."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from collections.abc import Collection
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} (a {type(value).__name__})"
+
+
+def as_count(name: str, value: object, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int >= ``minimum``; bools and floats are rejected."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {_describe(value)}")
+    result = operator.index(value)
+    if result < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {result!r}")
+    return result
+
+
+def as_seconds(name: str, value: object, *, allow_zero: bool) -> float:
+    """Return ``value`` as a finite float (> 0, or >= 0 with ``allow_zero``)."""
+    bound = ">= 0" if allow_zero else "> 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number {bound}, got {_describe(value)}")
+    result = float(value)
+    if not math.isfinite(result) or result < 0 or (result == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return result
+
+
+def _as_collection(name: str, value: object, what: str) -> Collection[object]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        raise TypeError(f"{name} must be {what} or a collection of them, got {_describe(value)}")
+    if len(value) == 0:
+        raise ValueError(f"{name} must not be an empty collection, got {value!r}")
+    return value
+
+
+def as_steps(name: str, value: object) -> tuple[int, ...]:
+    """Return an int or a collection of ints (each >= 0) as a sorted tuple without repeats."""
+    if isinstance(value, numbers.Integral):
+        return (as_count(name, value, minimum=0),)
+    items = _as_collection(name, value, "an int >= 0")
+    return tuple(sorted({as_count(f"{name} item", item, minimum=0) for item in items}))
+
+
+def as_times(name: str, value: object) -> tuple[float, ...]:
+    """Return a number or a collection of numbers (each finite, >= 0) as a sorted tuple."""
+    if isinstance(value, numbers.Real):
+        return (as_seconds(name, value, allow_zero=True),)
+    items = _as_collection(name, value, "a finite number >= 0")
+    return tuple(sorted({as_seconds(f"{name} item", item, allow_zero=True) for item in items}))
