@@ -6,7 +6,7 @@ run and the events that fire on it. Standard library only.
 
 from dloop._event import Event
 from dloop._loop import Loop
-from dloop._loop_events import LoopEvents
+from dloop._loop_events import LoopEvent, LoopEvents
 from dloop._state import LoopState
 from dloop._sync import Sync
 
@@ -15,6 +15,7 @@ __version__ = "0.2.0"
 __all__ = [
     "Event",
     "Loop",
+    "LoopEvent",
     "LoopEvents",
     "LoopState",
     "Sync",

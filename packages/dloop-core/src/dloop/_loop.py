@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Generator, Hashable, Iterable,
 from typing import Any, Generic, TypeVar
 
 from dloop._event import Event
-from dloop._loop_events import LoopEvents
+from dloop._loop_events import LoopEvent
 from dloop._resume import load_state_dict, state_dict
 from dloop._run import Run, data_length
 from dloop._schedule import Schedule
@@ -217,7 +217,7 @@ def _check_events(events: Mapping[Any, Event] | None) -> dict[Hashable, Event]:
             hash(key)
         except TypeError:
             raise TypeError(f"events key {key!r} is unhashable; use a string") from None
-        if isinstance(key, LoopEvents):
+        if isinstance(key, LoopEvent):
             raise ValueError(
                 f"events key {key!r} is a built-in event the loop emits by itself; "
                 "choose another name"

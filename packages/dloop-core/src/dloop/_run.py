@@ -324,7 +324,12 @@ class Run(Generic[T]):
     def _decide(
         self, step: int, now: float, epoch_end: bool, epoch_last: int
     ) -> tuple[frozenset[Hashable], int]:
-        """The events of a step on which something may fire, and the next such step."""
+        """The events of a step on which something may fire, and the next such step.
+
+        Only the parts that are due run: the step heap when its top is this step, the
+        time decisions when the clock reached the time cell (a time trigger, the
+        max_seconds threshold, or a stop request) or, with a sync, on agreement steps.
+        """
         fired: set[Hashable] = set()
         schedule = self.schedule
         if step == self.epoch_first_step:
@@ -335,42 +340,28 @@ class Run(Generic[T]):
             schedule.fire_epoch_end(self.epoch, fired)
             final = final or self.epoch + 1 >= self.max_epochs
         self.epoch_finished = epoch_end
-        schedule.fire_steps(step, fired)
+        step_heap = schedule.step_heap
+        if step_heap and step_heap[0][0] <= step:
+            schedule.fire_steps(step, fired)
 
-        # Duration of one step, averaged since the last decided step, smoothed.
-        span = step - self.last_decided_step
-        if span > 0:
-            recent = (now - self.last_decided_now) / span
-            previous = self.step_seconds
-            self.step_seconds = (
-                recent if previous is None else previous + (recent - previous) * min(1.0, span / 4)
-            )
-        self.last_decided_step = step
-        self.last_decided_now = now
-
+        if self.max_seconds is not None:
+            self._measure_step(step, now)
         sync = self.sync
-        if sync is None or step == self.next_sync_step:
-            if sync is None:
+        if sync is None:
+            if now >= self.time_cell[0]:
                 elapsed = now - self.start
-                step_seconds = self.step_seconds or 0.0
-                stop = self.stop_requested
-                horizon = 1
-            else:
-                self.next_sync_step = step + sync.every_n_steps
-                elapsed, step_seconds, stop = self._agree(sync, now)
-                horizon = sync.every_n_steps
-            schedule.fire_times(elapsed, fired)
-            if stop:
-                final = True
-                fired.add(INTERRUPTED)
-            if self.max_seconds is not None and (
-                elapsed + horizon * step_seconds >= self.max_seconds
-            ):
-                final = True
+                final = self._decide_time(elapsed, self.step_seconds or 0.0, 1, fired) or final
+                self._set_time_cell()
+        elif step == self.next_sync_step:
+            self.next_sync_step = step + sync.every_n_steps
+            elapsed, step_seconds, stop = self._agree(sync, now)
+            self.stop_requested = self.stop_requested or stop
+            final = self._decide_time(elapsed, step_seconds, sync.every_n_steps, fired) or final
 
-        if schedule.conditions:
+        conditions = schedule.conditions
+        if conditions:
             state = self.state()
-            for key, condition in schedule.conditions:
+            for key, condition in conditions:
                 if condition(state):
                     fired.add(key)
 
@@ -380,13 +371,47 @@ class Run(Generic[T]):
             self.signals.restore()
             return frozenset(fired), NEVER
 
-        next_step = min(schedule.next_step, epoch_last, self.last_step)
+        next_step = step_heap[0][0] if step_heap else NEVER
+        if epoch_last < next_step:
+            next_step = epoch_last
+        if self.last_step < next_step:
+            next_step = self.last_step
         if sync is not None:
             next_step = min(next_step, self.next_sync_step)
-        if schedule.conditions:
+            self.time_cell[0] = math.inf  # a stop request waits for the agreement step
+        if conditions:
             next_step = step + 1
-        self._set_time_cell()
         return (frozenset(fired) if fired else EMPTY), next_step
+
+    def _decide_time(
+        self, elapsed: float, step_seconds: float, horizon: int, fired: set[Hashable]
+    ) -> bool:
+        """Fire the time triggers due at ``elapsed``; True when the run ends here.
+
+        ``horizon`` is the number of steps until the next chance to stop: 1 without a
+        sync, ``sync.every_n_steps`` with one.
+        """
+        self.schedule.fire_times(elapsed, fired)
+        final = False
+        if self.stop_requested:
+            fired.add(INTERRUPTED)
+            final = True
+        if self.max_seconds is not None and elapsed + horizon * step_seconds >= self.max_seconds:
+            final = True
+        return final
+
+    def _measure_step(self, step: int, now: float) -> None:
+        """Update the expected duration of one step: the mean time per step since the
+        last measurement, smoothed over recent measurements."""
+        span = step - self.last_decided_step
+        if span > 0:
+            recent = (now - self.last_decided_now) / span
+            previous = self.step_seconds
+            self.step_seconds = (
+                recent if previous is None else previous + (recent - previous) * min(1.0, span / 4)
+            )
+        self.last_decided_step = step
+        self.last_decided_now = now
 
     def _agree(self, sync: Sync, now: float) -> tuple[float, float, bool]:
         """Combine (stop requested, elapsed, step duration) over all processes."""

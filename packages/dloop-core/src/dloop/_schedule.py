@@ -10,6 +10,7 @@ on the number of events.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ class Schedule:
     """The compiled triggers of a loop's events and their position in the run."""
 
     __slots__ = ("_events", "_seq", "conditions", "epoch_triggers", "step_heap", "time_heap")
+    _seq: itertools.count[int]
 
     def __init__(self, events: Mapping[Hashable, Event]) -> None:
         self._events = events
@@ -63,7 +65,7 @@ class Schedule:
         self.step_heap: list[tuple[int, int, Hashable, int]] = []
         # (elapsed deadline, seq, key, period, k): period 0.0 for a one-shot at_time.
         self.time_heap: list[tuple[float, int, Hashable, float, int]] = []
-        self._seq = 0
+        self._seq = itertools.count()
 
     @property
     def has_time_triggers(self) -> bool:
@@ -72,8 +74,7 @@ class Schedule:
         )
 
     def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+        return next(self._seq)
 
     def start(self, *, after_step: int, elapsed: float, saved: Mapping[str, Any]) -> None:
         """Position every trigger after ``after_step`` steps done and ``elapsed`` seconds.
@@ -123,14 +124,15 @@ class Schedule:
     def fire_steps(self, step: int, fired: set[Hashable]) -> None:
         """Add the keys of the step triggers that fire on ``step`` and reschedule them."""
         heap = self.step_heap
+        seq = self._seq
         while heap and heap[0][0] <= step:
-            due, _, key, every = heapq.heappop(heap)
+            due, _, key, every = heap[0]
             if due == step:
                 fired.add(key)
-            if every:
-                heapq.heappush(
-                    heap, (next_multiple_step(step, every), self._next_seq(), key, every)
-                )
+            if every:  # periodic: replace the top by its next firing in one sift
+                heapq.heapreplace(heap, (next_multiple_step(step, every), next(seq), key, every))
+            else:
+                heapq.heappop(heap)
 
     def fire_times(self, elapsed: float, fired: set[Hashable]) -> None:
         """Add the keys of the time triggers due at ``elapsed``; missed deadlines collapse."""
