@@ -120,7 +120,7 @@ class Run(Generic[T]):
         self.started = False
         self.finished = False
         self.next_sync_step = NEVER
-        self.last_decided_step = -1
+        self.last_decided_step: int | None = None
         self.last_decided_now = 0.0
 
     # ------------------------------------------------------------------ queries
@@ -228,8 +228,7 @@ class Run(Generic[T]):
             self.now = now
             self.start = now - self.elapsed_offset
             step = self.step
-            self.last_decided_step = step
-            self.last_decided_now = now
+            self.last_decided_step = None
             if self._ends_before_start():
                 self.finished = True
                 return
@@ -344,10 +343,13 @@ class Run(Generic[T]):
         if step_heap and step_heap[0][0] <= step:
             schedule.fire_steps(step, fired)
 
-        if self.max_seconds is not None:
-            self._measure_step(step, now)
+        measuring: bool | None = self.max_seconds is not None
+        if measuring:
+            measuring = self._measure_step(step, now)
         sync = self.sync
         if sync is None:
+            if measuring:
+                self._set_time_cell()  # the max_seconds threshold moves with the estimate
             if now >= self.time_cell[0]:
                 elapsed = now - self.start
                 final = self._decide_time(elapsed, self.step_seconds or 0.0, 1, fired) or final
@@ -379,7 +381,7 @@ class Run(Generic[T]):
         if sync is not None:
             next_step = min(next_step, self.next_sync_step)
             self.time_cell[0] = math.inf  # a stop request waits for the agreement step
-        if conditions:
+        if conditions or measuring is None:
             next_step = step + 1
         return (frozenset(fired) if fired else EMPTY), next_step
 
@@ -400,18 +402,27 @@ class Run(Generic[T]):
             final = True
         return final
 
-    def _measure_step(self, step: int, now: float) -> None:
+    def _measure_step(self, step: int, now: float) -> bool | None:
         """Update the expected duration of one step: the mean time per step since the
-        last measurement, smoothed over recent measurements."""
-        span = step - self.last_decided_step
+        last measurement, smoothed over recent measurements.
+
+        Returns None on the first decided step of this run, which only sets the reference
+        (the time before the first batch is not a step), so the next step must be decided
+        too; else True.
+        """
+        last_step = self.last_decided_step
+        self.last_decided_step = step
+        previous_now, self.last_decided_now = self.last_decided_now, now
+        if last_step is None:
+            return None
+        span = step - last_step
         if span > 0:
-            recent = (now - self.last_decided_now) / span
+            recent = (now - previous_now) / span
             previous = self.step_seconds
             self.step_seconds = (
                 recent if previous is None else previous + (recent - previous) * min(1.0, span / 4)
             )
-        self.last_decided_step = step
-        self.last_decided_now = now
+        return True
 
     def _agree(self, sync: Sync, now: float) -> tuple[float, float, bool]:
         """Combine (stop requested, elapsed, step duration) over all processes."""

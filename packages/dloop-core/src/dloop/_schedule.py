@@ -106,7 +106,12 @@ class Schedule:
             if event.at_time is not None:
                 pending = record.get("at_time_pending")
                 for time in event.at_time:  # type: ignore[union-attr]
-                    if time > elapsed or (pending is not None and time in pending):
+                    # Times up to the saved elapsed are past, unless saved as pending.
+                    if (
+                        time > elapsed
+                        or after_step < 0
+                        or (pending is not None and time in pending)
+                    ):
                         self.time_heap.append((time, self._next_seq(), key, 0.0, 0))
         heapq.heapify(self.step_heap)
         heapq.heapify(self.time_heap)
@@ -130,7 +135,8 @@ class Schedule:
             if due == step:
                 fired.add(key)
             if every:  # periodic: replace the top by its next firing in one sift
-                heapq.heapreplace(heap, (next_multiple_step(step, every), next(seq), key, every))
+                following = step + every if due == step else next_multiple_step(step, every)
+                heapq.heapreplace(heap, (following, next(seq), key, every))
             else:
                 heapq.heappop(heap)
 
