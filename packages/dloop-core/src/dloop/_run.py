@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
+from heapq import heappop, heapreplace
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
@@ -329,19 +330,28 @@ class Run(Generic[T]):
         time decisions when the clock reached the time cell (a time trigger, the
         max_seconds threshold, or a stop request) or, with a sync, on agreement steps.
         """
-        fired: set[Hashable] = set()
+        fired: list[Hashable] = []
         schedule = self.schedule
         if step == self.epoch_first_step:
-            fired.add(EPOCH_START)
+            fired.append(EPOCH_START)
         final = step >= self.last_step
         if epoch_end:
-            fired.add(EPOCH_END)
+            fired.append(EPOCH_END)
             schedule.fire_epoch_end(self.epoch, fired)
             final = final or self.epoch + 1 >= self.max_epochs
         self.epoch_finished = epoch_end
         step_heap = schedule.step_heap
-        if step_heap and step_heap[0][0] <= step:
-            schedule.fire_steps(step, fired)
+        while step_heap and step_heap[0][0] <= step:
+            entry = step_heap[0]  # [due step, seq, key, period]; rescheduled in place
+            due = entry[0]
+            if due == step:
+                fired.append(entry[2])
+            every = entry[3]
+            if every:
+                entry[0] = step + every if due == step else next_multiple_step(step, every)
+                heapreplace(step_heap, entry)
+            else:
+                heappop(step_heap)
 
         measuring: bool | None = self.max_seconds is not None
         if measuring:
@@ -365,10 +375,10 @@ class Run(Generic[T]):
             state = self.state()
             for key, condition in conditions:
                 if condition(state):
-                    fired.add(key)
+                    fired.append(key)
 
         if final:
-            fired.add(TRAINING_END)
+            fired.append(TRAINING_END)
             self.finished = True
             self.signals.restore()
             return frozenset(fired), NEVER
@@ -383,10 +393,14 @@ class Run(Generic[T]):
             self.time_cell[0] = math.inf  # a stop request waits for the agreement step
         if conditions or measuring is None:
             next_step = step + 1
-        return (frozenset(fired) if fired else EMPTY), next_step
+        if not fired:
+            return EMPTY, next_step
+        if len(fired) == 1:
+            return schedule.singles[fired[0]], next_step
+        return frozenset(fired), next_step
 
     def _decide_time(
-        self, elapsed: float, step_seconds: float, horizon: int, fired: set[Hashable]
+        self, elapsed: float, step_seconds: float, horizon: int, fired: list[Hashable]
     ) -> bool:
         """Fire the time triggers due at ``elapsed``; True when the run ends here.
 
@@ -396,7 +410,7 @@ class Run(Generic[T]):
         self.schedule.fire_times(elapsed, fired)
         final = False
         if self.stop_requested:
-            fired.add(INTERRUPTED)
+            fired.append(INTERRUPTED)
             final = True
         if self.max_seconds is not None and elapsed + horizon * step_seconds >= self.max_seconds:
             final = True

@@ -15,9 +15,13 @@ import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from dloop._loop_events import LoopEvents
+
 if TYPE_CHECKING:
     from dloop._event import Event
     from dloop._state import LoopState
+
+_BUILT_IN = tuple(LoopEvents)
 
 NEVER = 1 << 62
 """A step beyond any run: the next step of a schedule with no step trigger."""
@@ -46,7 +50,15 @@ def next_deadline_index(elapsed: float, period: float) -> int:
 class Schedule:
     """The compiled triggers of a loop's events and their position in the run."""
 
-    __slots__ = ("_events", "_seq", "conditions", "epoch_triggers", "step_heap", "time_heap")
+    __slots__ = (
+        "_events",
+        "_seq",
+        "conditions",
+        "epoch_triggers",
+        "singles",
+        "step_heap",
+        "time_heap",
+    )
     _seq: itertools.count[int]
 
     def __init__(self, events: Mapping[Hashable, Event]) -> None:
@@ -61,11 +73,16 @@ class Schedule:
             for key, event in events.items()
             if event.condition_function is not None
         ]
-        # (step, seq, key, period): period 0 for a one-shot at_step.
-        self.step_heap: list[tuple[int, int, Hashable, int]] = []
+        # [step, seq, key, period]: period 0 for a one-shot at_step. Lists, so that the
+        # loop reschedules a periodic trigger in place (see Run._decide).
+        self.step_heap: list[list[Any]] = []
         # (elapsed deadline, seq, key, period, k): period 0.0 for a one-shot at_time.
         self.time_heap: list[tuple[float, int, Hashable, float, int]] = []
         self._seq = itertools.count()
+        # The events of a step on which exactly one key fires, made once.
+        self.singles: dict[Hashable, frozenset[Hashable]] = {
+            key: frozenset((key,)) for key in [*events, *_BUILT_IN]
+        }
 
     @property
     def has_time_triggers(self) -> bool:
@@ -90,10 +107,10 @@ class Schedule:
             if event.every_n_steps is not None:
                 every = event.every_n_steps
                 step = next_multiple_step(after_step, every)
-                self.step_heap.append((step, self._next_seq(), key, every))
+                self.step_heap.append([step, self._next_seq(), key, every])
             for step in event.at_step or ():  # type: ignore[union-attr]
                 if step > after_step:
-                    self.step_heap.append((step, self._next_seq(), key, 0))
+                    self.step_heap.append([step, self._next_seq(), key, 0])
             record = saved.get(key_id(key), {})
             if event.every_n_seconds is not None:
                 period = float(event.every_n_seconds)
@@ -117,44 +134,25 @@ class Schedule:
         heapq.heapify(self.time_heap)
 
     @property
-    def next_step(self) -> int:
-        """The next step on which a step trigger fires (``NEVER`` when none will)."""
-        return self.step_heap[0][0] if self.step_heap else NEVER
-
-    @property
     def next_time(self) -> float:
         """The next elapsed time at which a time trigger fires (inf when none will)."""
         return self.time_heap[0][0] if self.time_heap else math.inf
 
-    def fire_steps(self, step: int, fired: set[Hashable]) -> None:
-        """Add the keys of the step triggers that fire on ``step`` and reschedule them."""
-        heap = self.step_heap
-        seq = self._seq
-        while heap and heap[0][0] <= step:
-            due, _, key, every = heap[0]
-            if due == step:
-                fired.add(key)
-            if every:  # periodic: replace the top by its next firing in one sift
-                following = step + every if due == step else next_multiple_step(step, every)
-                heapq.heapreplace(heap, (following, next(seq), key, every))
-            else:
-                heapq.heappop(heap)
-
-    def fire_times(self, elapsed: float, fired: set[Hashable]) -> None:
+    def fire_times(self, elapsed: float, fired: list[Hashable]) -> None:
         """Add the keys of the time triggers due at ``elapsed``; missed deadlines collapse."""
         heap = self.time_heap
         while heap and heap[0][0] <= elapsed:
             _, _, key, period, _ = heapq.heappop(heap)
-            fired.add(key)
+            fired.append(key)
             if period:
                 k = next_deadline_index(elapsed, period)
                 heapq.heappush(heap, (k * period, self._next_seq(), key, period, k))
 
-    def fire_epoch_end(self, epoch: int, fired: set[Hashable]) -> None:
+    def fire_epoch_end(self, epoch: int, fired: list[Hashable]) -> None:
         """Add the keys of the every_n_epochs triggers that fire at the end of ``epoch``."""
         for every, key in self.epoch_triggers:
             if (epoch + 1) % every == 0:
-                fired.add(key)
+                fired.append(key)
 
     def time_state(self) -> dict[str, dict[str, Any]]:
         """The JSON-ready state of the time triggers, for ``Loop.state_dict``."""
