@@ -26,7 +26,7 @@ from _core_reference import (
     steady,
 )
 
-from dloop import Event, Loop
+from dloop import Event, Loop, LoopEvents
 from dloop.testing import ManualClock
 
 DOWNTIME_START = 86_400.0
@@ -324,9 +324,42 @@ def test_load_state_dict_names_a_key_of_the_wrong_type(key: str, value: object) 
 
 def test_load_state_dict_rejects_an_epoch_step_beyond_this_loops_epoch_length() -> None:
     state = a_state_dict()  # epoch 1, epoch_step 1
-    state["step"], state["epoch_step"] = 9, 4
+    state["step"], state["epoch_step"], state["epoch_length"] = 9, 4, None
     with pytest.raises(ValueError, match=r"batch 4 of epoch 1.*3 batches"):
         Loop(range(3), max_epochs=3).load_state_dict(state)
+
+
+def test_load_state_dict_rejects_an_epoch_length_changed_inside_an_epoch() -> None:
+    state = a_state_dict()  # inside epoch 1 of 5-batch epochs
+    assert not state["epoch_finished"]
+    with pytest.raises(ValueError, match=r"inside epoch 1, whose length was 5.*6 batches"):
+        Loop(range(6), max_epochs=3).load_state_dict(state)
+
+
+def test_a_state_saved_at_an_epoch_end_resumes_with_a_new_epoch_length() -> None:
+    loop = Loop(range(5), max_epochs=3)
+    for _, events in loop:
+        if LoopEvents.EPOCH_END in events:
+            state = loop.state_dict()
+            break
+    resumed = Loop(range(3), max_epochs=3)
+    resumed.load_state_dict(state)
+    assert [(resumed.state.step, batch) for batch, _ in resumed] == [
+        (5, 0),
+        (6, 1),
+        (7, 2),
+        (8, 0),
+        (9, 1),
+        (10, 2),
+    ]
+
+
+def test_a_resume_inside_an_epoch_beyond_a_lowered_max_epochs_yields_nothing() -> None:
+    state = a_state_dict()  # inside epoch 1
+    resumed = Loop(range(5), max_epochs=1)
+    resumed.load_state_dict(state)
+    assert list(resumed) == []
+    assert len(resumed) == 0
 
 
 def test_load_state_dict_rejects_an_inconsistent_position() -> None:

@@ -54,6 +54,9 @@ class Loop(Generic[T]):
     Raises:
         TypeError, ValueError: At construction, for bad arguments; the message names the
             argument, the value and what is accepted.
+        ValueError: While iterating, when the data yields no batch in an epoch (an empty
+            re-iterable, a one-shot iterator asked for a second pass) or fewer batches
+            than its epoch length; the message names the epoch.
     """
 
     __slots__ = ("_events", "_iterator", "_run")

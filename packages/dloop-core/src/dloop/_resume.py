@@ -19,6 +19,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "epoch": (int,),
     "epoch_step": (int,),
     "epoch_finished": (bool,),
+    "epoch_length": (int, type(None)),
     "elapsed": (int, float),
     "step_seconds": (int, float, type(None)),
     "events": (dict,),
@@ -38,6 +39,7 @@ def state_dict(run: Run[Any]) -> dict[str, Any]:
         "epoch": run.epoch,
         "epoch_step": run.step - run.epoch_first_step if started else -1,
         "epoch_finished": run.epoch_finished,
+        "epoch_length": run.epoch_length_now if run.started else run.epoch_length,
         "elapsed": elapsed,
         "step_seconds": run.step_seconds,
         "events": run.schedule.time_state() if run.started else dict(run.saved_events),
@@ -73,11 +75,20 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
     if elapsed < 0:
         raise ValueError(f"state dict elapsed must be >= 0, got {elapsed}")
     length = run.epoch_length
-    if length is not None and epoch_step >= length:
-        raise ValueError(
-            f"state dict is incompatible with this loop: it stopped at batch {epoch_step} of "
-            f"epoch {epoch}, but epochs here have {length} batches"
-        )
+    finished = state["epoch_finished"]
+    if not finished and length is not None:
+        saved_length = state["epoch_length"]
+        if saved_length is not None and saved_length != length:
+            raise ValueError(
+                f"state dict is incompatible with this loop: it stopped inside epoch {epoch}, "
+                f"whose length was {saved_length}, but epochs here have {length} batches "
+                "(the epoch length may change only between epochs)"
+            )
+        if epoch_step >= length:
+            raise ValueError(
+                f"state dict is incompatible with this loop: it stopped at batch {epoch_step} "
+                f"of epoch {epoch}, but epochs here have {length} batches"
+            )
     for key, record in state["events"].items():
         if not isinstance(record, Mapping):
             raise ValueError(f"state dict events[{key!r}] must be a mapping, got {record!r}")
@@ -85,9 +96,7 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
     run.resumed_step = step
     run.epoch = epoch
     run.epoch_first_step = step - epoch_step
-    run.epoch_finished = state["epoch_finished"] or (
-        length is not None and epoch_step == length - 1
-    )
+    run.epoch_finished = finished
     run.elapsed_offset = elapsed
     run.step_seconds = None if state["step_seconds"] is None else float(state["step_seconds"])
     run.saved_events = state["events"]

@@ -191,7 +191,7 @@ class Run(Generic[T]):
         """A restored run that had already reached its limits yields nothing."""
         return (
             self.step >= self.last_step
-            or (self.epoch_finished and self.epoch + 1 >= self.max_epochs)
+            or self.epoch + (1 if self.epoch_finished else 0) >= self.max_epochs
             or (self.max_seconds is not None and self.elapsed_offset >= self.max_seconds)
         )
 
@@ -286,8 +286,7 @@ class Run(Generic[T]):
                             raise ValueError(f"data yielded no batch in epoch {epoch}")
                         raise ValueError(
                             f"data yielded {got} batches in epoch {epoch}, fewer than the "
-                            f"epoch length {length} (from "
-                            f"{'epoch_length' if self.epoch_length is not None else 'len(data)'})"
+                            f"epoch length {length} (from epoch_length= or len(data))"
                         )
                 else:
                     # Unknown length: look one batch ahead to know which batch is the last.
