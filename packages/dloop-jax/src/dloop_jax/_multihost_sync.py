@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numbers
-import operator
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+
+from dloop._validation import as_count
 
 LIMIT = 1 << 62
 """Flags are non-negative ints below this (``dloop.Sync``'s contract)."""
@@ -45,9 +46,7 @@ class MultihostSync:
     __slots__ = ("every_n_steps",)
 
     def __init__(self, *, every_n_steps: int) -> None:
-        self.every_n_steps: int = _as_int("every_n_steps", every_n_steps, ">= 1")
-        if self.every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be an int >= 1, got {self.every_n_steps!r}")
+        self.every_n_steps: int = as_count("every_n_steps", every_n_steps)
 
     def combine(self, flags: Sequence[int]) -> tuple[int, ...]:
         """Return the element-wise maximum of ``flags`` over all JAX processes.
@@ -77,20 +76,15 @@ def join_halves(halves: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int
     return (wide[..., 0] << _LOW_BITS) | wide[..., 1]
 
 
-def _as_int(name: str, value: object, accepted: str) -> int:
-    """``value`` as an int; bools, floats and strings are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{name} must be an int {accepted}, got {value!r} (a {type(value).__name__})"
-        )
-    return operator.index(value)
-
-
 def _checked(flags: Sequence[int]) -> tuple[int, ...]:
     values: list[int] = []
     for index, flag in enumerate(flags):
-        value = _as_int(f"flags[{index}]", flag, "in [0, 2**62)")
-        if not 0 <= value < LIMIT:
-            raise ValueError(f"flags[{index}] must be an int in [0, 2**62), got {value!r}")
-        values.append(value)
+        if isinstance(flag, bool) or not isinstance(flag, numbers.Integral):
+            raise TypeError(
+                f"flags[{index}] must be an int in [0, 2**62), got {flag!r} "
+                f"(a {type(flag).__name__})"
+            )
+        if not 0 <= flag < LIMIT:
+            raise ValueError(f"flags[{index}] must be an int in [0, 2**62), got {flag!r}")
+        values.append(int(flag))
     return tuple(values)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import collections
 import itertools
-import numbers
-import operator
 import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
+
+from dloop._validation import as_count
 
 Put = Callable[[Any], Any]
 
@@ -67,7 +67,7 @@ class DevicePrefetch:
         if not (hasattr(type(data), "__iter__") or hasattr(type(data), "__getitem__")):
             raise TypeError(f"data must be iterable, got {data!r} (a {type(data).__name__})")
         self._data = data
-        self._size = _as_size(size)
+        self._size = as_count("size", size)
         self._sharding = _as_sharding(sharding)
         self._put = _transfer_for(self._sharding)
 
@@ -110,7 +110,7 @@ class DevicePrefetch:
         Raises:
             ValueError: When the pass ends before batch ``start`` (raised when iterated).
         """
-        start = _as_start(start)
+        start = as_count("start", start, minimum=0)
         iter_from = getattr(self._data, "iter_from", None)
         if callable(iter_from):
             batches: Iterator[Any] = iter(iter_from(start))
@@ -211,24 +211,6 @@ def _transfer_for(sharding: jax.sharding.Sharding | None) -> Put:
         return jax.tree.map(lambda local: make_global(sharding, local), batch)
 
     return assemble
-
-
-def _as_size(size: object) -> int:
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
-        raise TypeError(f"size must be an int >= 1, got {size!r} (a {type(size).__name__})")
-    result = operator.index(size)
-    if result < 1:
-        raise ValueError(f"size must be an int >= 1, got {result!r}")
-    return result
-
-
-def _as_start(start: object) -> int:
-    if isinstance(start, bool) or not isinstance(start, numbers.Integral):
-        raise TypeError(f"start must be an int >= 0, got {start!r} (a {type(start).__name__})")
-    result = operator.index(start)
-    if result < 0:
-        raise ValueError(f"start must be an int >= 0, got {result!r}")
-    return result
 
 
 def _as_sharding(sharding: object) -> jax.sharding.Sharding | None:

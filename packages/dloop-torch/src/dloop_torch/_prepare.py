@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch.utils.data import DataLoader
 
+from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
 from dloop_torch._resume import drop_first, loader_from, skips_by_index
 
@@ -34,12 +35,7 @@ class PreparedData(Generic[T]):
                 "dataloader must be a torch DataLoader or another re-iterable of batches, "
                 f"got {dataloader!r} (a {type(dataloader).__name__})"
             )
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int):
-            raise TypeError(
-                f"prefetch must be an int >= 1, got {prefetch!r} (a {type(prefetch).__name__})"
-            )
-        if prefetch < 1:
-            raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        as_count("prefetch", prefetch)
         parsed = as_device(device)
         self.dataloader: Iterable[T] = dataloader
         """The DataLoader (or iterable) given to ``prepare``."""
@@ -73,7 +69,7 @@ class PreparedData(Generic[T]):
         and its dataset (or an iterable's own ``set_epoch``), each distinct object once, so
         that a ``DistributedSampler`` shuffles differently in every epoch.
         """
-        _check_index("epoch", epoch)
+        as_count("epoch", epoch, minimum=0)
         for target in _epoch_targets(self.dataloader):
             target.set_epoch(epoch)
 
@@ -90,7 +86,7 @@ class PreparedData(Generic[T]):
             TypeError, ValueError: ``start`` is not an int >= 0, or is beyond the batches
                 of the epoch.
         """
-        _check_index("start", start)
+        as_count("start", start, minimum=0)
         if start == 0:
             return iter(self)
         data = self.dataloader
@@ -126,13 +122,6 @@ class PreparedData(Generic[T]):
         return (
             f"PreparedData({self.dataloader!r}, device={self.device!r}, prefetch={self.prefetch!r})"
         )
-
-
-def _check_index(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 0, got {value!r} (a {type(value).__name__})")
-    if value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
 
 def _length(data: Sized) -> int | None:

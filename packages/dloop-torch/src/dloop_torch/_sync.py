@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
+from dloop._validation import as_count
+
 
 class DistributedSync:
     """A ``Loop(sync=...)`` that agrees across the processes of a ``torch.distributed`` run.
@@ -37,13 +39,7 @@ class DistributedSync:
     __slots__ = ("_device", "_every_n_steps", "_group")
 
     def __init__(self, *, every_n_steps: int, group: dist.ProcessGroup | None = None) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int):
-            raise TypeError(
-                f"every_n_steps must be an int >= 1, got {every_n_steps!r} "
-                f"(a {type(every_n_steps).__name__})"
-            )
-        if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be an int >= 1, got {every_n_steps!r}")
+        as_count("every_n_steps", every_n_steps)
         if not dist.is_available():
             raise RuntimeError(
                 "DistributedSync needs torch.distributed, which this build of torch lacks"
