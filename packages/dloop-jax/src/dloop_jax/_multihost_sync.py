@@ -76,7 +76,7 @@ def join_halves(halves: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int
     return (wide[..., 0] << _LOW_BITS) | wide[..., 1]
 
 
-def _checked(flags: Sequence[int]) -> tuple[int, ...]:
+def _checked(flags: Sequence[object]) -> tuple[int, ...]:
     values: list[int] = []
     for index, flag in enumerate(flags):
         if isinstance(flag, bool) or not isinstance(flag, numbers.Integral):
@@ -84,7 +84,8 @@ def _checked(flags: Sequence[int]) -> tuple[int, ...]:
                 f"flags[{index}] must be an int in [0, 2**62), got {flag!r} "
                 f"(a {type(flag).__name__})"
             )
-        if not 0 <= flag < LIMIT:
-            raise ValueError(f"flags[{index}] must be an int in [0, 2**62), got {flag!r}")
-        values.append(int(flag))
+        value = int(flag)
+        if not 0 <= value < LIMIT:
+            raise ValueError(f"flags[{index}] must be an int in [0, 2**62), got {value!r}")
+        values.append(value)
     return tuple(values)
