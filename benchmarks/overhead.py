@@ -389,8 +389,19 @@ def machine_lines() -> list[str]:
         f"machine: {platform.platform()}",
         f"python:  {platform.python_implementation()} {platform.python_version()}",
         f"cpu:     {cpu_model()} ({os.cpu_count()} logical CPUs; load average {load})",
-        f"dloop:   {dloop.__version__}",
+        f"dloop:   {dloop.__version__} ({hot_path()})",
     ]
+
+
+def hot_path() -> str:
+    """Which per-step path dloop runs here: the C accelerator or the pure-Python one."""
+    iterator = iter(Loop([0], max_steps=1))
+    name = type(iterator).__name__
+    for _ in iterator:
+        pass
+    if name == "Stepper":
+        return "C accelerator dloop._speedups"
+    return "pure-Python path (DLOOP_PURE_PYTHON=1 or the accelerator is not built)"
 
 
 def verdict(value: float, limit: float, target: float | None = None) -> str:

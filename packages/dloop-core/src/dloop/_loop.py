@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 from dloop._event import Event
 from dloop._loop_events import LoopEvent
 from dloop._resume import load_state_dict, state_dict
-from dloop._run import Run, data_length
+from dloop._run import Run, RunIterator, data_length
 from dloop._schedule import Schedule
 from dloop._signals import StopSignals, as_signals
 from dloop._state import LoopState
@@ -59,7 +59,7 @@ class Loop(Generic[T]):
             than its epoch length; the message names the epoch.
     """
 
-    __slots__ = ("_events", "_iterator", "_run")
+    __slots__ = ("_events", "_iterator", "_run", "_settle")
 
     def __init__(
         self,
@@ -129,12 +129,16 @@ class Loop(Generic[T]):
             signals=signals,
             one_shot=one_shot,
         )
-        self._iterator: Generator[tuple[T, frozenset[Hashable]], None, None] | None = None
+        self._iterator: RunIterator[T] | None = None
+        # The C accelerator keeps the position of quiet steps to itself; this puts it on
+        # the run before anything here reads it. None for the pure-Python generator.
+        self._settle: Callable[[], None] | None = None
 
     def __iter__(self) -> Iterator[tuple[T, frozenset[Hashable]]]:
         """The run's iterator; iterating again after a ``break`` continues the run."""
         if self._iterator is None:
-            self._iterator = self._run.iterate()
+            self._iterator = self._run.iterator()
+            self._settle = getattr(self._iterator, "settle", None)
         return self._iterator
 
     def __len__(self) -> int:
@@ -158,6 +162,8 @@ class Loop(Generic[T]):
     @property
     def state(self) -> LoopState:
         """The ``LoopState`` of the batch just yielded."""
+        if self._settle is not None:
+            self._settle()
         return self._run.state()
 
     @property
@@ -177,6 +183,8 @@ class Loop(Generic[T]):
     def state_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot to resume from; inside the body of step ``s`` it
         means "steps 0..s are done"."""
+        if self._settle is not None:
+            self._settle()
         return state_dict(self._run)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -202,6 +210,8 @@ class Loop(Generic[T]):
         self._run.finished = True
 
     def __repr__(self) -> str:
+        if self._settle is not None:
+            self._settle()
         run = self._run
         return (
             f"Loop(step={run.step}, epoch={run.epoch}, events={list(self._events)!r}, "

@@ -9,10 +9,12 @@ collector.
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
 from heapq import heappop, heapreplace
 from itertools import islice
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from dloop._loop_events import LoopEvents
 from dloop._schedule import NEVER, Schedule, next_multiple_step
@@ -21,6 +23,7 @@ from dloop._state import LoopState
 from dloop._sync import Sync
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 EMPTY: frozenset[Hashable] = frozenset()
 """The events of a quiet step: one shared empty set, so quiet steps allocate nothing."""
@@ -34,6 +37,25 @@ TRAINING_END = LoopEvents.TRAINING_END
 INTERRUPTED = LoopEvents.INTERRUPTED
 
 _MICROSECONDS = 1_000_000
+
+_speedups: Any
+_gil_enabled: Callable[[], bool] = getattr(sys, "_is_gil_enabled", lambda: True)
+if os.environ.get("DLOOP_PURE_PYTHON", "") not in ("", "0") or not _gil_enabled():
+    # Forced off, or a free-threaded interpreter, which the accelerator is not made for.
+    _speedups = None
+else:
+    try:
+        from dloop import _speedups
+    except ImportError:  # not built (no compiler, another interpreter): the pure path
+        _speedups = None
+
+
+class RunIterator(Iterator[tuple[T_co, frozenset[Hashable]]], Protocol[T_co]):
+    """What ``Run.iterator`` returns: the generator ``Run.iterate``, or the C
+    accelerator's ``Stepper`` (which also has ``settle()``)."""
+
+    def close(self) -> None:
+        """End the iteration and put back stop-signal handlers."""
 
 
 def data_length(data: object) -> int | None:
@@ -67,6 +89,8 @@ class Run(Generic[T]):
         "next_sync_step",
         "now",
         "one_shot",
+        "pending_epoch",
+        "pending_skip",
         "resumed_step",
         "saved_events",
         "schedule",
@@ -123,6 +147,8 @@ class Run(Generic[T]):
         self.next_sync_step = NEVER
         self.last_decided_step: int | None = None
         self.last_decided_now = 0.0
+        self.pending_epoch = 0
+        self.pending_skip = 0
 
     # ------------------------------------------------------------------ queries
 
@@ -217,52 +243,93 @@ class Run(Generic[T]):
 
     # ------------------------------------------------------------------ the loop
 
+    def iterator(self) -> RunIterator[T]:
+        """The iterator of the run: the C accelerator's over data of known epoch length
+        when it is built and not disabled (``DLOOP_PURE_PYTHON=1``), else ``iterate()``.
+
+        The accelerator keeps ``step`` and ``now`` of quiet steps in its own fields until
+        its ``settle()`` is called (``Loop`` calls it before reading them) or it calls back
+        into this class.
+        """
+        if _speedups is not None and self.epoch_length is not None:
+            stepper: RunIterator[T] = _speedups.Stepper(self, EMPTY)
+            return stepper
+        return self.iterate()
+
+    def _begin(self) -> bool:
+        """Start iterating: stop signals, the clock's origin, the schedule, the position of
+        the first epoch to open; False when a restored run had already ended."""
+        self.started = True
+        self.signals.install(self.request_stop)
+        now = self.clock()
+        self.now = now
+        self.start = now - self.elapsed_offset
+        step = self.step
+        self.last_decided_step = None
+        if self._ends_before_start():
+            self.finished = True
+            return False
+        self.schedule.start(after_step=step, elapsed=self.elapsed_offset, saved=self.saved_events)
+        if self.sync is not None:
+            self.next_sync_step = next_multiple_step(step, self.sync.every_n_steps)
+        self._set_time_cell()
+        self.pending_epoch = self.epoch
+        self.pending_skip = 0
+        if step >= 0:
+            if self.epoch_finished:
+                self.pending_epoch += 1
+            else:
+                self.pending_skip = step + 1 - self.epoch_first_step
+        return True
+
+    def _open_epoch(self) -> tuple[Iterator[T], int | None]:
+        """Start the pending epoch after step ``self.step``: its iterator and length."""
+        epoch, skip = self.pending_epoch, self.pending_skip
+        length = self.epoch_length
+        if length is None and not self.one_shot:
+            length = data_length(self.data)
+        iterator = self._epoch_iterator(epoch, skip)
+        self.epoch = epoch
+        self.epoch_first_step = self.step + 1 - skip
+        self.epoch_length_now = length
+        self.epoch_finished = False
+        self.pending_epoch = epoch + 1
+        self.pending_skip = 0
+        if length == 0:
+            raise ValueError(f"data yielded no batch in epoch {epoch} (its length is 0)")
+        return iterator, length
+
+    def _open_sized_epoch(self) -> tuple[Iterator[T], int, int]:
+        """For the C accelerator: the pending epoch's iterator, its last step, and the next
+        step to decide."""
+        iterator, length = self._open_epoch()
+        assert length is not None
+        return iterator, self.epoch_first_step + length - 1, self.step + 1
+
+    def _raise_short_epoch(self) -> None:
+        """Raise the error for data that yielded fewer batches than the epoch length."""
+        got = self.step + 1 - self.epoch_first_step
+        if got == 0:
+            raise ValueError(f"data yielded no batch in epoch {self.epoch}")
+        raise ValueError(
+            f"data yielded {got} batches in epoch {self.epoch}, fewer than the epoch length "
+            f"{self.epoch_length_now} (from epoch_length= or len(data))"
+        )
+
     def iterate(self) -> Generator[tuple[T, frozenset[Hashable]], None, None]:
         """Yield ``(batch, events)`` until the run ends; the hot path is marked below."""
-        self.started = True
-        clock = self.clock
-        cell = self.time_cell
-        empty = EMPTY
-        self.signals.install(self.request_stop)
         try:
-            now = clock()
-            self.now = now
-            self.start = now - self.elapsed_offset
-            step = self.step
-            self.last_decided_step = None
-            if self._ends_before_start():
-                self.finished = True
+            if not self._begin():
                 return
-            self.schedule.start(
-                after_step=step, elapsed=self.elapsed_offset, saved=self.saved_events
-            )
-            if self.sync is not None:
-                self.next_sync_step = next_multiple_step(step, self.sync.every_n_steps)
-            self._set_time_cell()
-            epoch = self.epoch
-            skip = 0
-            if step >= 0:
-                if self.epoch_finished:
-                    epoch += 1
-                else:
-                    skip = step + 1 - self.epoch_first_step
+            clock = self.clock
+            cell = self.time_cell
+            empty = EMPTY
+            step = self.step
             while True:
-                length = self.epoch_length if self.epoch_length is not None else None
-                if length is None and not self.one_shot:
-                    length = data_length(self.data)
-                iterator = self._epoch_iterator(epoch, skip)
-                first = step + 1 - skip
-                self.epoch = epoch
-                self.epoch_first_step = first
-                self.epoch_length_now = length
-                self.epoch_finished = False
+                iterator, length = self._open_epoch()
                 next_step = step + 1
                 if length is not None:
-                    if length == 0:
-                        raise ValueError(
-                            f"data yielded no batch in epoch {epoch} (its length is 0)"
-                        )
-                    last = first + length - 1
+                    last = self.epoch_first_step + length - 1
                     for batch in iterator:
                         step += 1
                         now = clock()
@@ -281,18 +348,12 @@ class Run(Generic[T]):
                         if step == last:
                             break
                     else:
-                        got = step + 1 - first
-                        if got == 0:
-                            raise ValueError(f"data yielded no batch in epoch {epoch}")
-                        raise ValueError(
-                            f"data yielded {got} batches in epoch {epoch}, fewer than the "
-                            f"epoch length {length} (from epoch_length= or len(data))"
-                        )
+                        self._raise_short_epoch()
                 else:
                     # Unknown length: look one batch ahead to know which batch is the last.
                     upcoming = next(iterator, _END)
                     if upcoming is _END:
-                        raise ValueError(f"data yielded no batch in epoch {epoch}")
+                        raise ValueError(f"data yielded no batch in epoch {self.epoch}")
                     # A one-shot iterator is not read past the run's last step: the batch
                     # would be lost to the caller.
                     no_peek = self.last_step if self.one_shot else NEVER
@@ -315,8 +376,6 @@ class Run(Generic[T]):
                             return
                         if ended:
                             break
-                epoch += 1
-                skip = 0
         finally:
             self.signals.restore()
 

@@ -1,0 +1,15 @@
+"""Build dloop with its optional C accelerator; the metadata lives in pyproject.toml.
+
+The extension ``dloop._speedups`` speeds up the per-step hot path over sized data. It is
+optional: when it cannot be built (no compiler, an interpreter without the C API such as
+PyPy) the build goes on and dloop runs its pure-Python path, which behaves the same.
+``DLOOP_PURE_PYTHON=1`` at run time forces the pure-Python path.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension("dloop._speedups", ["src/dloop/_speedups.c"], optional=True),
+    ],
+)

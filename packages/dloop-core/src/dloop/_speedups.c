@@ -1,0 +1,700 @@
+/* dloop._speedups: an optional C iterator for the quiet steps of runs over sized data.
+ *
+ * ``Stepper(run, EMPTY)`` iterates like ``run.iterate()`` (the pure-Python generator in _run.py)
+ * when the epoch length is known in advance. It only owns the per-step hot path: take the
+ * next batch, count the step, read the clock once, and when no decision is due
+ * (step < next_step and now < run.time_cell[0]) store step and now on the run and return
+ * (batch, EMPTY). Everything else calls back into Python, on the run:
+ *   run._begin() -> bool            the start of iteration (False: nothing to yield)
+ *   run._open_sized_epoch() -> (iterator, last step of the epoch, next step to decide)
+ *   run._raise_short_epoch()        raises the ValueError for data that ended early
+ *   run._decide(step, now, epoch_end, last) -> (events, next step to decide)
+ *   run.signals.restore()           when the iteration ends, fails, is closed or freed
+ * The consumer's FOR_ITER calls straight into tp_iternext here: no Python frame runs on a
+ * quiet step. Semantics follow the generator: errors propagate unchanged and end the
+ * iteration (a StopIteration raised by a callback becomes RuntimeError, as PEP 479 does),
+ * close() ends it, re-entering it raises ValueError.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#ifdef Py_T_OBJECT_EX
+#define DLOOP_T_OBJECT_EX Py_T_OBJECT_EX
+#else
+#define DLOOP_T_OBJECT_EX T_OBJECT_EX
+#endif
+
+enum { NOT_STARTED, BETWEEN_EPOCHS, IN_EPOCH, DONE };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *run;
+    PyObject *clock;
+    PyObject *cell;        /* run.time_cell: a list whose item 0 is when time is due */
+    PyObject *empty;       /* the shared empty frozenset of quiet steps */
+    PyObject *begin;       /* bound run._begin */
+    PyObject *open_epoch;  /* bound run._open_sized_epoch */
+    PyObject *short_epoch; /* bound run._raise_short_epoch */
+    PyObject *decide;      /* bound run._decide */
+    PyObject *restore;     /* bound run.signals.restore */
+    PyObject *iterator;    /* this epoch's iterator; NULL outside an epoch */
+    PyObject *last_obj;    /* the last step of this epoch, as an int */
+    PyObject *result;      /* the last (batch, events) returned, reused when free */
+    PyObject *now;         /* the clock reading of the last step returned */
+    iternextfunc iternext;
+    Py_ssize_t step_offset; /* where Run's "step" and "now" slots live in the object */
+    Py_ssize_t now_offset;
+    long long step;
+    long long next_step;
+    long long last;
+    int state;
+    int decided;           /* the last step returned went through _decide */
+    int dirty;             /* step and now are newer here than on the run */
+    int running;
+} Stepper;
+
+static PyObject *str_finished, *str_step, *str_now, *str_time_cell, *str_clock, *str_signals,
+    *str_restore, *str_begin, *str_open_sized_epoch, *str_raise_short_epoch, *str_decide;
+
+/* ------------------------------------------------------------------ helpers */
+
+static Py_ssize_t
+slot_offset(PyTypeObject *type, PyObject *name)
+{
+    PyObject *descr = PyObject_GetAttr((PyObject *)type, name);
+    if (descr == NULL) {
+        return -1;
+    }
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == DLOOP_T_OBJECT_EX && !(member->flags & READONLY)) {
+            offset = member->offset;
+        }
+    }
+    Py_DECREF(descr);
+    if (offset < 0) {
+        PyErr_Format(PyExc_TypeError, "%s.%U must be a writable __slots__ attribute",
+                     type->tp_name, name);
+    }
+    return offset;
+}
+
+/* Store ``value`` (a new reference, stolen) in the object slot at ``offset``. */
+static inline void
+set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value)
+{
+    PyObject **address = (PyObject **)((char *)obj + offset);
+    PyObject *old = *address;
+    *address = value;
+    Py_XDECREF(old);
+}
+
+/* Quiet steps keep step and now here (an int object per step would cost about a tenth
+ * of the loop); put them on the run before any Python code may look at it. */
+static int
+flush(Stepper *self)
+{
+    if (!self->dirty) {
+        return 0;
+    }
+    PyObject *step = PyLong_FromLongLong(self->step);
+    if (step == NULL) {
+        return -1;
+    }
+    set_slot(self->run, self->step_offset, step);
+    Py_INCREF(self->now);
+    set_slot(self->run, self->now_offset, self->now);
+    self->dirty = 0;
+    return 0;
+}
+
+static int
+as_long_long(PyObject *value, long long *result)
+{
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow) {
+        v = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+    }
+    *result = v;
+    return 0;
+}
+
+/* End the iteration: drop the epoch's iterator, put back signal handlers. Keeps any
+ * exception that is set; returns -1 if restoring raised (that error is then set). */
+static int
+finish(Stepper *self)
+{
+    int was_started = self->state != NOT_STARTED;
+    self->state = DONE;
+    Py_CLEAR(self->iterator);
+    Py_CLEAR(self->result);
+    if (!was_started || self->restore == NULL) {
+        self->dirty = 0;
+        return 0;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *result = flush(self) < 0 ? NULL : PyObject_CallNoArgs(self->restore);
+    if (result == NULL) {
+        if (type != NULL) { /* like a `finally` that raises: the new error wins */
+            PyErr_NormalizeException(&type, &value, &traceback);
+            PyObject *t2, *v2, *tb2;
+            PyErr_Fetch(&t2, &v2, &tb2);
+            PyErr_NormalizeException(&t2, &v2, &tb2);
+            if (v2 != NULL && value != NULL) {
+                PyException_SetContext(v2, value); /* steals value */
+                value = NULL;
+            }
+            PyErr_Restore(t2, v2, tb2);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+        }
+        return -1;
+    }
+    Py_DECREF(result);
+    PyErr_Restore(type, value, traceback);
+    return 0;
+}
+
+/* An error escapes: end the iteration; a StopIteration becomes RuntimeError (PEP 479). */
+static PyObject *
+fail(Stepper *self)
+{
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL && value != NULL) {
+            PyException_SetTraceback(value, traceback);
+        }
+        PyErr_SetString(PyExc_RuntimeError, "generator raised StopIteration");
+        PyObject *t2, *v2, *tb2;
+        PyErr_Fetch(&t2, &v2, &tb2);
+        PyErr_NormalizeException(&t2, &v2, &tb2);
+        if (v2 != NULL && value != NULL) {
+            Py_INCREF(value);
+            PyException_SetCause(v2, value);   /* steals */
+            PyException_SetContext(v2, value); /* steals */
+        }
+        else {
+            Py_XDECREF(value);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        PyErr_Restore(t2, v2, tb2);
+    }
+    finish(self);
+    return NULL;
+}
+
+/* The (batch, events) result; steals batch, borrows events. Like zip() and enumerate(),
+ * the previous result tuple is reused when the consumer no longer holds it (a `for`
+ * unpacking it drops it at once), which saves an allocation per step. */
+static inline PyObject *
+pair(Stepper *self, PyObject *batch, PyObject *events)
+{
+    PyObject *result = self->result;
+    Py_INCREF(events);
+    if (result != NULL && Py_REFCNT(result) == 1) {
+        PyObject *old_batch = PyTuple_GET_ITEM(result, 0);
+        PyObject *old_events = PyTuple_GET_ITEM(result, 1);
+        PyTuple_SET_ITEM(result, 0, batch);
+        PyTuple_SET_ITEM(result, 1, events);
+        Py_INCREF(result);
+        /* the collector may have untracked it while it held atomic values only */
+        if (!PyObject_GC_IsTracked(result)) {
+            PyObject_GC_Track(result);
+        }
+        Py_DECREF(old_batch);
+        Py_DECREF(old_events);
+        return result;
+    }
+    result = PyTuple_New(2);
+    if (result == NULL) {
+        Py_DECREF(batch);
+        Py_DECREF(events);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, batch);
+    PyTuple_SET_ITEM(result, 1, events);
+    Py_INCREF(result);
+    Py_XSETREF(self->result, result);
+    return result;
+}
+
+/* ------------------------------------------------------------------ the slow steps */
+
+static int
+start(Stepper *self)
+{
+    self->state = BETWEEN_EPOCHS; /* from here on, ending restores the signal handlers */
+    PyObject *result = PyObject_CallNoArgs(self->begin);
+    if (result == NULL) {
+        return -1;
+    }
+    int go = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    if (go <= 0) {
+        return go < 0 ? -1 : 0;
+    }
+    PyObject *step = PyObject_GetAttr(self->run, str_step);
+    if (step == NULL) {
+        return -1;
+    }
+    int error = as_long_long(step, &self->step);
+    Py_DECREF(step);
+    return error ? -1 : 1;
+}
+
+static int
+open_epoch(Stepper *self)
+{
+    if (flush(self) < 0) {
+        return -1;
+    }
+    PyObject *result = PyObject_CallNoArgs(self->open_epoch);
+    if (result == NULL) {
+        return -1;
+    }
+    if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 3 ||
+        !PyIter_Check(PyTuple_GET_ITEM(result, 0))) {
+        Py_DECREF(result);
+        PyErr_SetString(PyExc_TypeError,
+                        "run._open_sized_epoch() must return (iterator, last, next_step)");
+        return -1;
+    }
+    long long last, next_step;
+    if (as_long_long(PyTuple_GET_ITEM(result, 1), &last) < 0 ||
+        as_long_long(PyTuple_GET_ITEM(result, 2), &next_step) < 0) {
+        Py_DECREF(result);
+        return -1;
+    }
+    PyObject *iterator = PyTuple_GET_ITEM(result, 0);
+    Py_INCREF(iterator);
+    Py_XSETREF(self->iterator, iterator);
+    PyObject *last_obj = PyTuple_GET_ITEM(result, 1);
+    Py_INCREF(last_obj);
+    Py_XSETREF(self->last_obj, last_obj);
+    Py_DECREF(result);
+    self->iternext = Py_TYPE(iterator)->tp_iternext;
+    self->last = last;
+    self->next_step = next_step;
+    self->decided = 0;
+    self->state = IN_EPOCH;
+    return 0;
+}
+
+/* What the generator does after yielding a decided step: end when the run finished,
+ * close the epoch after its last step. Returns 1 when the run is over. */
+static int
+after_decided(Stepper *self)
+{
+    self->decided = 0;
+    PyObject *finished = PyObject_GetAttr(self->run, str_finished);
+    if (finished == NULL) {
+        return -1;
+    }
+    int is_finished = PyObject_IsTrue(finished);
+    Py_DECREF(finished);
+    if (is_finished) {
+        return is_finished < 0 ? -1 : 1;
+    }
+    if (self->step == self->last) {
+        Py_CLEAR(self->iterator);
+        self->state = BETWEEN_EPOCHS;
+    }
+    return 0;
+}
+
+static PyObject *
+decided_step(Stepper *self, PyObject *batch, PyObject *step_obj, PyObject *now)
+{
+    /* steals batch, step_obj and now (the latter two are stored on the run first) */
+    Py_INCREF(step_obj);
+    set_slot(self->run, self->step_offset, step_obj);
+    Py_INCREF(now);
+    set_slot(self->run, self->now_offset, now);
+    Py_INCREF(now);
+    Py_XSETREF(self->now, now);
+    self->dirty = 0;
+    PyObject *args[4] = {step_obj, now, self->step == self->last ? Py_True : Py_False,
+                         self->last_obj};
+    PyObject *result = PyObject_Vectorcall(self->decide, args, 4, NULL);
+    Py_DECREF(step_obj);
+    Py_DECREF(now);
+    if (result == NULL) {
+        Py_DECREF(batch);
+        return NULL;
+    }
+    if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2) {
+        Py_DECREF(result);
+        Py_DECREF(batch);
+        PyErr_SetString(PyExc_TypeError, "run._decide() must return (events, next_step)");
+        return NULL;
+    }
+    if (as_long_long(PyTuple_GET_ITEM(result, 1), &self->next_step) < 0) {
+        Py_DECREF(result);
+        Py_DECREF(batch);
+        return NULL;
+    }
+    self->decided = 1;
+    PyObject *out = pair(self, batch, PyTuple_GET_ITEM(result, 0));
+    Py_DECREF(result);
+    return out;
+}
+
+/* ------------------------------------------------------------------ __next__ */
+
+static PyObject *
+stepper_next_locked(Stepper *self)
+{
+    if (self->state != IN_EPOCH || self->decided) {
+        int status;
+        if (self->state == DONE) {
+            return NULL;
+        }
+        if (self->state == NOT_STARTED) {
+            status = start(self);
+            if (status <= 0) {
+                return status < 0 ? fail(self) : (finish(self), NULL);
+            }
+        }
+        if (self->decided) {
+            status = after_decided(self);
+            if (status != 0) {
+                return status < 0 ? fail(self) : (finish(self), NULL);
+            }
+        }
+        if (self->state == BETWEEN_EPOCHS && open_epoch(self) < 0) {
+            return fail(self);
+        }
+    }
+
+    /* --- hot path: one batch, one clock reading, two compares, two stores --- */
+    PyObject *batch = self->iternext(self->iterator);
+    if (batch == NULL) {
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                return fail(self);
+            }
+            PyErr_Clear();
+        }
+        /* Exhausted before the epoch's last step: the same ValueError as the generator. */
+        PyObject *result = flush(self) < 0 ? NULL : PyObject_CallNoArgs(self->short_epoch);
+        Py_XDECREF(result);
+        if (result != NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "run._raise_short_epoch() returned");
+        }
+        return fail(self);
+    }
+    long long step = self->step + 1;
+    PyObject *now = PyObject_CallNoArgs(self->clock);
+    if (now == NULL) {
+        Py_DECREF(batch);
+        return fail(self);
+    }
+    int quiet = 0;
+    if (step < self->next_step) {
+        PyObject *cell = self->cell;
+        if (PyList_GET_SIZE(cell) < 1) {
+            PyErr_SetString(PyExc_RuntimeError, "run.time_cell must hold one item");
+            Py_DECREF(now);
+            Py_DECREF(batch);
+            return fail(self);
+        }
+        PyObject *due = PyList_GET_ITEM(cell, 0);
+        if (PyFloat_CheckExact(now) && PyFloat_CheckExact(due)) {
+            quiet = PyFloat_AS_DOUBLE(now) < PyFloat_AS_DOUBLE(due);
+        }
+        else {
+            Py_INCREF(due);
+            quiet = PyObject_RichCompareBool(now, due, Py_LT);
+            Py_DECREF(due);
+            if (quiet < 0) {
+                Py_DECREF(now);
+                Py_DECREF(batch);
+                return fail(self);
+            }
+        }
+    }
+    if (quiet) {
+        self->step = step;
+        Py_XSETREF(self->now, now);
+        self->dirty = 1;
+        PyObject *out = pair(self, batch, self->empty);
+        return out == NULL ? fail(self) : out;
+    }
+    PyObject *step_obj = PyLong_FromLongLong(step);
+    if (step_obj == NULL) {
+        Py_DECREF(now);
+        Py_DECREF(batch);
+        return fail(self);
+    }
+    self->step = step;
+    PyObject *result = decided_step(self, batch, step_obj, now);
+    return result == NULL ? fail(self) : result;
+}
+
+static PyObject *
+stepper_next(Stepper *self)
+{
+    if (self->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    self->running = 1;
+    PyObject *result = stepper_next_locked(self);
+    self->running = 0;
+    return result;
+}
+
+/* ------------------------------------------------------------------ the type */
+
+static PyObject *
+stepper_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *run, *empty;
+    if (!PyArg_ParseTuple(args, "OO!:Stepper", &run, &PyFrozenSet_Type, &empty)) {
+        return NULL;
+    }
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Stepper takes no keyword arguments");
+        return NULL;
+    }
+    Stepper *self = PyObject_GC_New(Stepper, type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->run = Py_NewRef(run);
+    self->empty = Py_NewRef(empty);
+    self->clock = self->cell = self->begin = self->open_epoch = NULL;
+    self->short_epoch = self->decide = self->restore = self->iterator = NULL;
+    self->last_obj = self->result = self->now = NULL;
+    self->iternext = NULL;
+    self->step = -1;
+    self->next_step = self->last = 0;
+    self->state = NOT_STARTED;
+    self->decided = self->running = self->dirty = 0;
+    PyObject_GC_Track(self);
+
+    PyObject *signals = NULL;
+    if ((self->step_offset = slot_offset(Py_TYPE(run), str_step)) < 0 ||
+        (self->now_offset = slot_offset(Py_TYPE(run), str_now)) < 0 ||
+        (self->clock = PyObject_GetAttr(run, str_clock)) == NULL ||
+        (self->cell = PyObject_GetAttr(run, str_time_cell)) == NULL ||
+        (self->begin = PyObject_GetAttr(run, str_begin)) == NULL ||
+        (self->open_epoch = PyObject_GetAttr(run, str_open_sized_epoch)) == NULL ||
+        (self->short_epoch = PyObject_GetAttr(run, str_raise_short_epoch)) == NULL ||
+        (self->decide = PyObject_GetAttr(run, str_decide)) == NULL ||
+        (signals = PyObject_GetAttr(run, str_signals)) == NULL ||
+        (self->restore = PyObject_GetAttr(signals, str_restore)) == NULL) {
+        Py_XDECREF(signals);
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_DECREF(signals);
+    if (!PyList_CheckExact(self->cell)) {
+        PyErr_SetString(PyExc_TypeError, "run.time_cell must be a list");
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+stepper_traverse(Stepper *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->run);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->cell);
+    Py_VISIT(self->empty);
+    Py_VISIT(self->begin);
+    Py_VISIT(self->open_epoch);
+    Py_VISIT(self->short_epoch);
+    Py_VISIT(self->decide);
+    Py_VISIT(self->restore);
+    Py_VISIT(self->iterator);
+    Py_VISIT(self->last_obj);
+    Py_VISIT(self->result);
+    Py_VISIT(self->now);
+    return 0;
+}
+
+static int
+stepper_clear(Stepper *self)
+{
+    Py_CLEAR(self->run);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->cell);
+    Py_CLEAR(self->empty);
+    Py_CLEAR(self->begin);
+    Py_CLEAR(self->open_epoch);
+    Py_CLEAR(self->short_epoch);
+    Py_CLEAR(self->decide);
+    Py_CLEAR(self->restore);
+    Py_CLEAR(self->iterator);
+    Py_CLEAR(self->last_obj);
+    Py_CLEAR(self->result);
+    Py_CLEAR(self->now);
+    return 0;
+}
+
+/* Freed while running: put the signal handlers back, like a generator's `finally`. */
+static void
+stepper_finalize(Stepper *self)
+{
+    if (self->state == NOT_STARTED || self->state == DONE) {
+        return;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (finish(self) < 0) {
+        PyErr_WriteUnraisable((PyObject *)self);
+    }
+    PyErr_Restore(type, value, traceback);
+}
+
+static void
+stepper_dealloc(Stepper *self)
+{
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
+        return; /* resurrected */
+    }
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    stepper_clear(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *
+stepper_close(Stepper *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    if (self->state != DONE && finish(self) < 0) {
+        return NULL;
+    }
+    self->state = DONE;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stepper_settle(Stepper *self, PyObject *Py_UNUSED(ignored))
+{
+    if (flush(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stepper_get_step(Stepper *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->step);
+}
+
+static PyObject *
+stepper_get_finished(Stepper *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->state == DONE);
+}
+
+static PyMethodDef stepper_methods[] = {
+    {"close", (PyCFunction)stepper_close, METH_NOARGS,
+     "End the iteration and put back stop-signal handlers; like generator.close()."},
+    {"settle", (PyCFunction)stepper_settle, METH_NOARGS,
+     "Put the step and clock reading of the last step returned on the run."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef stepper_getset[] = {
+    {"step", (getter)stepper_get_step, NULL, "The last step returned (-1 before any).", NULL},
+    {"finished", (getter)stepper_get_finished, NULL, "Whether the iteration has ended.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot stepper_slots[] = {
+    {Py_tp_doc, "Iterate a run over sized data like Run.iterate(), quiet steps in C."},
+    {Py_tp_new, stepper_new},
+    {Py_tp_dealloc, stepper_dealloc},
+    {Py_tp_finalize, stepper_finalize},
+    {Py_tp_traverse, stepper_traverse},
+    {Py_tp_clear, stepper_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, stepper_next},
+    {Py_tp_methods, stepper_methods},
+    {Py_tp_getset, stepper_getset},
+    {0, NULL},
+};
+
+static PyType_Spec stepper_spec = {
+    .name = "dloop._speedups.Stepper",
+    .basicsize = sizeof(Stepper),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = stepper_slots,
+};
+
+/* ------------------------------------------------------------------ the module */
+
+static int
+intern(PyObject **target, const char *text)
+{
+    if (*target == NULL) {
+        *target = PyUnicode_InternFromString(text);
+    }
+    return *target == NULL ? -1 : 0;
+}
+
+static int
+speedups_exec(PyObject *module)
+{
+    if (intern(&str_finished, "finished") < 0 || intern(&str_step, "step") < 0 ||
+        intern(&str_now, "now") < 0 || intern(&str_time_cell, "time_cell") < 0 ||
+        intern(&str_clock, "clock") < 0 || intern(&str_signals, "signals") < 0 ||
+        intern(&str_restore, "restore") < 0 || intern(&str_begin, "_begin") < 0 ||
+        intern(&str_open_sized_epoch, "_open_sized_epoch") < 0 ||
+        intern(&str_raise_short_epoch, "_raise_short_epoch") < 0 ||
+        intern(&str_decide, "_decide") < 0) {
+        return -1;
+    }
+    PyObject *type = PyType_FromModuleAndSpec(module, &stepper_spec, NULL);
+    if (type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObject(module, "Stepper", type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "dloop._speedups",
+    .m_doc = "Optional C accelerator for dloop's per-step hot path over sized data.",
+    .m_size = 0,
+    .m_slots = speedups_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModuleDef_Init(&speedups_module);
+}
