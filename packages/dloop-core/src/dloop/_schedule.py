@@ -84,12 +84,6 @@ class Schedule:
             key: frozenset((key,)) for key in [*events, *_BUILT_IN]
         }
 
-    @property
-    def has_time_triggers(self) -> bool:
-        return any(
-            e.every_n_seconds is not None or e.at_time is not None for e in self._events.values()
-        )
-
     def _next_seq(self) -> int:
         return next(self._seq)
 
