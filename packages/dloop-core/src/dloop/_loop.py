@@ -157,6 +157,8 @@ class Loop(Generic[T]):
                 "len(loop) is unknown: give max_steps, or max_epochs with data that has a "
                 "len() or with epoch_length"
             )
+        if not run.started and run._ends_before_start():
+            return 0
         return max(0, total - run.resumed_step - 1)
 
     @property

@@ -20,6 +20,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "epoch_step": (int,),
     "epoch_finished": (bool,),
     "epoch_length": (int, type(None)),
+    "finished": (bool,),
     "elapsed": (int, float),
     "step_seconds": (int, float, type(None)),
     "events": (dict,),
@@ -28,9 +29,9 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 
 def state_dict(run: Run[Any]) -> dict[str, Any]:
     """The JSON-ready state of ``run``: "steps 0..step are done"."""
-    # Inside the body of a step, the time spent in the body so far counts too.
-    live = run.started and not run.finished
-    elapsed = run.clock() - run.start if live else run.elapsed()
+    # Once iterating, the time until this call counts too (the body of the step so far),
+    # on the last step of the run as on any other.
+    elapsed = run.clock() - run.start if run.started else run.elapsed()
     started = run.started or run.step >= 0
     return {
         "format": FORMAT,
@@ -40,6 +41,7 @@ def state_dict(run: Run[Any]) -> dict[str, Any]:
         "epoch_step": run.step - run.epoch_first_step if started else -1,
         "epoch_finished": run.epoch_finished,
         "epoch_length": run.epoch_length_now if run.started else run.epoch_length,
+        "finished": run.finished_by_limit,
         "elapsed": elapsed,
         "step_seconds": run.step_seconds,
         "events": run.schedule.time_state() if run.started else dict(run.saved_events),
@@ -97,6 +99,7 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
     run.epoch = epoch
     run.epoch_first_step = step - epoch_step
     run.epoch_finished = finished
+    run.finished_by_limit = state["finished"]
     run.elapsed_offset = elapsed
     run.step_seconds = None if state["step_seconds"] is None else float(state["step_seconds"])
     run.saved_events = state["events"]

@@ -81,6 +81,7 @@ class Run(Generic[T]):
         "epoch_length",
         "epoch_length_now",
         "finished",
+        "finished_by_limit",
         "last_decided_now",
         "last_decided_step",
         "last_step",
@@ -144,6 +145,9 @@ class Run(Generic[T]):
         self.time_cell = [math.inf]
         self.started = False
         self.finished = False
+        # A run that reached a limit (not a stop request) stays over after a resume,
+        # unless the limit is raised.
+        self.finished_by_limit = False
         self.next_sync_step = NEVER
         self.last_decided_step: int | None = None
         self.last_decided_now = 0.0
@@ -214,11 +218,18 @@ class Run(Generic[T]):
             self.time_cell[0] = -math.inf
 
     def _ends_before_start(self) -> bool:
-        """A restored run that had already reached its limits yields nothing."""
+        """A restored run that had already reached its limits yields nothing.
+
+        A run that max_seconds ended is judged as it was then: with the expected duration
+        of the steps it would have had to wait for; it goes on if max_seconds was raised.
+        """
+        margin = 0.0
+        if self.finished_by_limit and self.step_seconds is not None:
+            margin = self.step_seconds * (1 if self.sync is None else self.sync.every_n_steps)
         return (
             self.step >= self.last_step
             or self.epoch + (1 if self.epoch_finished else 0) >= self.max_epochs
-            or (self.max_seconds is not None and self.elapsed_offset >= self.max_seconds)
+            or (self.max_seconds is not None and self.elapsed_offset + margin >= self.max_seconds)
         )
 
     def _epoch_iterator(self, epoch: int, skip: int) -> Iterator[T]:
@@ -354,13 +365,18 @@ class Run(Generic[T]):
                     upcoming = next(iterator, _END)
                     if upcoming is _END:
                         raise ValueError(f"data yielded no batch in epoch {self.epoch}")
-                    # A one-shot iterator is not read past the run's last step: the batch
-                    # would be lost to the caller.
+                    # A one-shot iterator is not read past the run's last step (max_steps,
+                    # or a stop requested without a sync): the batch would be lost to the
+                    # caller.
                     no_peek = self.last_step if self.one_shot else NEVER
+                    cautious = self.one_shot and self.sync is None
                     while True:
                         batch = upcoming  # type: ignore[assignment]
                         step += 1
-                        upcoming = next(iterator, _END) if step != no_peek else _NOT_LOOKED
+                        if step == no_peek or (cautious and self.stop_requested):
+                            upcoming = _NOT_LOOKED
+                        else:
+                            upcoming = next(iterator, _END)
                         now = clock()
                         if step < next_step and now < cell[0] and upcoming is not _END:
                             self.step = step
@@ -438,6 +454,7 @@ class Run(Generic[T]):
         if final:
             fired.append(TRAINING_END)
             self.finished = True
+            self.finished_by_limit = not self.stop_requested
             self.signals.restore()
             return frozenset(fired), NEVER
 

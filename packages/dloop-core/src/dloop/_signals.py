@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import weakref
@@ -43,33 +44,63 @@ def check_main_thread() -> None:
 
 
 class StopSignals:
-    """Installs handlers that call ``request_stop`` on a loop it holds only weakly."""
+    """Installs handlers that call ``request_stop`` on a loop it holds only weakly.
 
-    __slots__ = ("__weakref__", "_previous", "_signals")
+    Once restored (or once its loop is gone), a handler that is still installed, because
+    another loop or library installed its own on top and put ours back later, passes the
+    signal on to the handler it replaced, so that nesting never leaves a signal ignored.
+    """
+
+    __slots__ = ("__weakref__", "_active", "_handler", "_previous", "_signals")
 
     def __init__(self, signals: tuple[signal.Signals, ...]) -> None:
         self._signals = signals
-        self._previous: dict[signal.Signals, _Handler] = {}
+        self._previous: dict[int, _Handler] = {}
+        self._handler: Callable[[int, FrameType | None], None] | None = None
+        self._active = False
 
     def install(self, request_stop: Callable[[], None]) -> None:
         """Install a handler for every signal that calls ``request_stop`` (held weakly)."""
-        if not self._signals or self._previous:
+        if not self._signals or self._handler is not None:
             return
         check_main_thread()
         target = weakref.WeakMethod(request_stop)
+        previous = self._previous
+        owner = weakref.ref(self)
 
         def handler(signum: int, frame: FrameType | None) -> None:
             method = target()
-            if method is not None:
+            this = owner()
+            if method is not None and this is not None and this._active:
                 method()
+            else:
+                _pass_on(previous.get(signum), signum, frame)
 
+        self._handler = handler
+        self._active = True
         for sig in self._signals:
-            self._previous[sig] = signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, handler)
 
     def restore(self) -> None:
-        """Put the previous handlers back (once); safe to call again, or from GC."""
-        previous, self._previous = self._previous, {}
-        if not previous or threading.current_thread() is not threading.main_thread():
+        """Put the previous handlers back (once); safe to call again, from GC or from
+        another thread (where only the main thread could reinstall them, our handler
+        passes signals on instead)."""
+        if not self._active:
             return
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._active = False
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._previous.items():
+            if signal.getsignal(sig) is self._handler:
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _pass_on(handler: _Handler, signum: int, frame: FrameType | None) -> None:
+    """Do what ``handler`` (the one ours replaced) would have done with the signal."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_IGN:
+        return
+    else:  # SIG_DFL, or a handler installed from C (None): the default action
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
