@@ -157,16 +157,14 @@ class Loop(Generic[T]):
                 "len(loop) is unknown: give max_steps, or max_epochs with data that has a "
                 "len() or with epoch_length"
             )
-        if not run.started and run._ends_before_start():
+        if not run.started and run.ends_before_start():
             return 0
         return max(0, total - run.resumed_step - 1)
 
     @property
     def state(self) -> LoopState:
         """The ``LoopState`` of the batch just yielded."""
-        if self._settle is not None:
-            self._settle()
-        return self._run.state()
+        return self._settled_run().state()
 
     @property
     def events(self) -> Mapping[Hashable, Event]:
@@ -185,9 +183,7 @@ class Loop(Generic[T]):
     def state_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot to resume from; inside the body of step ``s`` it
         means "steps 0..s are done"."""
-        if self._settle is not None:
-            self._settle()
-        return state_dict(self._run)
+        return state_dict(self._settled_run())
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from ``state``: the next batch is step ``s + 1``, with epoch, epoch_step
@@ -211,10 +207,15 @@ class Loop(Generic[T]):
         self._run.signals.restore()
         self._run.finished = True
 
-    def __repr__(self) -> str:
+    def _settled_run(self) -> Run[T]:
+        """The run, with the position of the last quiet step on it (the C accelerator
+        keeps that to itself until asked)."""
         if self._settle is not None:
             self._settle()
-        run = self._run
+        return self._run
+
+    def __repr__(self) -> str:
+        run = self._settled_run()
         return (
             f"Loop(step={run.step}, epoch={run.epoch}, events={list(self._events)!r}, "
             f"finished={run.finished})"

@@ -217,7 +217,7 @@ class Run(Generic[T]):
         if self.stop_requested:  # a request that came while this ran must not be lost
             self.time_cell[0] = -math.inf
 
-    def _ends_before_start(self) -> bool:
+    def ends_before_start(self) -> bool:
         """A restored run that had already reached its limits yields nothing.
 
         A run that max_seconds ended is judged as it was then: with the expected duration
@@ -277,7 +277,7 @@ class Run(Generic[T]):
         self.start = now - self.elapsed_offset
         step = self.step
         self.last_decided_step = None
-        if self._ends_before_start():
+        if self.ends_before_start():
             self.finished = True
             return False
         self.schedule.start(after_step=step, elapsed=self.elapsed_offset, saved=self.saved_events)
