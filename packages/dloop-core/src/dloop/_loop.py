@@ -31,7 +31,11 @@ class Loop(Generic[T]):
             ...), or a one-shot iterator for a single pass. If it has a callable
             ``set_epoch``, that is called with the epoch number before each pass. If it
             has a callable ``iter_from(start)``, a resumed epoch is iterated from there
-            instead of skipping ``start`` batches.
+            instead of skipping ``start`` batches. If it has ``dloop_state_dict()`` and
+            ``dloop_load_state_dict(state)`` (adapters such as ``dloop_torch.prepare``
+            do), the first gives the data's own part of ``state_dict()`` (JSON built-in
+            values: what the data needs beyond the position, such as a shuffling
+            generator's state) and the second takes it back in ``load_state_dict``.
         max_epochs: Stop after this many epochs (an int >= 1).
         max_steps: Stop after this many steps (an int >= 1).
         max_seconds: Stop when the next step would end past this many seconds of
@@ -160,6 +164,17 @@ class Loop(Generic[T]):
         if not run.started and run.ends_before_start():
             return 0
         return max(0, total - run.resumed_step - 1)
+
+    def __bool__(self) -> bool:
+        """Always True, as in dloop 0.1.0: ``if loop:`` never asks for ``len(loop)``."""
+        return True
+
+    def __enter__(self) -> Loop[T]:
+        """``with Loop(...) as loop:`` closes the loop on exit (see ``close``)."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def state(self) -> LoopState:

@@ -24,7 +24,14 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "elapsed": (int, float),
     "step_seconds": (int, float, type(None)),
     "events": (dict,),
+    "data": (object,),
 }
+
+SAVE_DATA = "dloop_state_dict"
+"""The data's own hook for its part of the state dict (see ``Loop``): what an adapter
+needs beyond the position to reproduce an epoch, such as a shuffling generator's state."""
+LOAD_DATA = "dloop_load_state_dict"
+"""The data's hook that takes that part back, before the resumed epoch is iterated."""
 
 
 def state_dict(run: Run[Any]) -> dict[str, Any]:
@@ -45,7 +52,16 @@ def state_dict(run: Run[Any]) -> dict[str, Any]:
         "elapsed": elapsed,
         "step_seconds": run.step_seconds,
         "events": run.schedule.time_state() if run.started else dict(run.saved_events),
+        "data": data_state(run),
     }
+
+
+def data_state(run: Run[Any]) -> object:
+    """The data's own part of a state dict: ``data.dloop_state_dict()``, or None."""
+    save = getattr(run.data, SAVE_DATA, None)
+    if callable(save):
+        return save()
+    return run.saved_data
 
 
 def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
@@ -64,7 +80,9 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
         )
     for name, types in _FIELDS.items():
         value = state[name]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        if not isinstance(value, types) or (
+            isinstance(value, bool) and bool not in types and object not in types
+        ):
             expected = " or ".join(t.__name__ for t in types)
             raise ValueError(f"state dict key {name!r} has {value!r}, expected {expected}")
     step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
@@ -94,6 +112,17 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
     for key, record in state["events"].items():
         if not isinstance(record, Mapping):
             raise ValueError(f"state dict events[{key!r}] must be a mapping, got {record!r}")
+    saved_data = state["data"]
+    if saved_data is not None:
+        load = getattr(run.data, LOAD_DATA, None)
+        if not callable(load):
+            raise ValueError(
+                "state dict key 'data' holds the state of the data it was saved with (from "
+                f"its {SAVE_DATA}(), as dloop_torch.prepare makes), but this loop's data "
+                f"{run.data!r} has no {LOAD_DATA}(): resume over the same kind of data"
+            )
+        load(saved_data)
+    run.saved_data = saved_data
     run.step = step
     run.resumed_step = step
     run.epoch = epoch

@@ -93,6 +93,7 @@ class Run(Generic[T]):
         "pending_epoch",
         "pending_skip",
         "resumed_step",
+        "saved_data",
         "saved_events",
         "schedule",
         "signals",
@@ -141,6 +142,7 @@ class Run(Generic[T]):
         self.now = 0.0
         self.step_seconds: float | None = None
         self.saved_events: Mapping[str, Any] = {}
+        self.saved_data: object = None
         self.stop_requested = False
         self.time_cell = [math.inf]
         self.started = False
