@@ -1,0 +1,126 @@
+"""tools/check_dist.py passes the artefacts `tox -e release` built, and catches what is wrong.
+
+Each test copies dist/ and breaks one thing in the copy: a stray file, a missing
+``py.typed``, a missing extension, a plain ``linux`` tag, a License classifier, an extra
+file in dist/. Runs in ``tox -e release``, after the build.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DIST = ROOT / "dist"
+
+
+def load_checker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("check_dist", ROOT / "tools" / "check_dist.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_dist"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+check_dist = load_checker()
+pytestmark = pytest.mark.skipif(
+    not any(DIST.glob("*.whl")), reason="dist/ is empty: tox -e release builds it first"
+)
+
+
+def rewrite_wheel(wheel: Path, change: Callable[[str, bytes], tuple[str, bytes] | None]) -> None:
+    """Rewrite ``wheel`` in place, passing each member through ``change`` (None drops it)."""
+    members = []
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            changed = change(name, archive.read(name))
+            if changed is not None:
+                members.append(changed)
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+
+
+@pytest.fixture
+def dist_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "dist"
+    shutil.copytree(DIST, copy)
+    return copy
+
+
+def only(dist: Path, pattern: str) -> Path:
+    (path,) = dist.glob(pattern)
+    return path
+
+
+def test_the_built_artefacts_pass() -> None:
+    assert check_dist.check(DIST) == []
+
+
+def test_a_stray_file_in_a_wheel_is_reported(dist_copy: Path) -> None:
+    wheel = only(dist_copy, "dloop_torch-*.whl")
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("tests/test_something.py", "")
+    assert check_dist.check(dist_copy) == [f"{wheel.name}: stray file tests/test_something.py"]
+
+
+def test_a_missing_py_typed_is_reported(dist_copy: Path) -> None:
+    wheel = only(dist_copy, "dloop-*-py3-none-any.whl")
+    rewrite_wheel(wheel, lambda name, data: None if name == "dloop/py.typed" else (name, data))
+    assert check_dist.check(dist_copy) == [f"{wheel.name}: missing dloop/py.typed"]
+
+
+def test_a_compiled_wheel_without_the_extension_is_reported(dist_copy: Path) -> None:
+    wheel = next(w for w in dist_copy.glob("dloop-*.whl") if not w.name.endswith("-any.whl"))
+    rewrite_wheel(wheel, lambda name, data: None if name.endswith(".so") else (name, data))
+    problems = check_dist.check(dist_copy)
+    assert problems == [f"{wheel.name}: expected one dloop/_speedups extension, got []"]
+
+
+def test_a_plain_linux_tag_is_reported(dist_copy: Path) -> None:
+    wheel = next(w for w in dist_copy.glob("dloop-*.whl") if not w.name.endswith("-any.whl"))
+
+    def unrepaired(name: str, data: bytes) -> tuple[str, bytes]:
+        if name.endswith(".dist-info/WHEEL"):
+            lines = [line for line in data.decode().splitlines() if "manylinux1" not in line]
+            data = "\n".join(lines).replace("manylinux_2_5", "linux").encode()
+        return name, data
+
+    rewrite_wheel(wheel, unrepaired)
+    problems = check_dist.check(dist_copy)
+    assert len(problems) == 1
+    assert "is not manylinux" in problems[0]
+
+
+def test_a_license_classifier_next_to_the_expression_is_reported(dist_copy: Path) -> None:
+    wheel = only(dist_copy, "dloop_jax-*.whl")
+
+    def with_classifier(name: str, data: bytes) -> tuple[str, bytes]:
+        if name.endswith(".dist-info/METADATA"):
+            data = data.replace(
+                b"Classifier: Typing :: Typed",
+                b"Classifier: License :: OSI Approved :: MIT License\nClassifier: Typing :: Typed",
+            )
+        return name, data
+
+    rewrite_wheel(wheel, with_classifier)
+    problems = check_dist.check(dist_copy)
+    assert problems == [
+        f"{wheel.name}: a License classifier next to License-Expression "
+        "(PEP 639: the expression only)"
+    ]
+
+
+def test_a_file_that_is_no_release_artefact_is_reported(dist_copy: Path) -> None:
+    (dist_copy / "dloop-0.2.0-cp311-cp311-linux_x86_64.whl").write_bytes(b"")
+    problems = check_dist.check(dist_copy)
+    assert any("expected 2 dloop wheel(s)" in problem for problem in problems)
