@@ -10,7 +10,7 @@ from dloop._validation import as_seconds
 class ManualClock:
     """A clock for ``Loop(clock=...)`` whose time moves only when a test says so.
 
-    Example:
+    Examples:
         >>> clock = ManualClock()
         >>> clock.advance(1.5)
         >>> clock()
