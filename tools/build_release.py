@@ -18,9 +18,11 @@ pure wheel. Wheels for macOS, Windows and other Linux architectures need those m
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 from pathlib import Path
@@ -41,9 +43,24 @@ def run(*command: str | Path, env: dict[str, str] | None = None) -> None:
     subprocess.run([str(part) for part in command], check=True, env=env)
 
 
+def linker_without_rpath() -> str:
+    """The interpreter's link command for extensions, less any ``-rpath``.
+
+    An interpreter built with a run-time library path (pyenv's are) passes it to every
+    extension it builds; the accelerator links to nothing but the interpreter, and a path
+    of the build machine has no place in a published wheel.
+    """
+    command = shlex.split(str(sysconfig.get_config_var("LDSHARED") or "cc -shared"))
+    return shlex.join(part for part in command if not part.startswith(("-Wl,-rpath", "-Wl,-R")))
+
+
 def build(source: Path, outdir: Path, *, wheel_only: bool = False, pure: bool = False) -> None:
     """Build ``source`` with ``python -m build``: an sdist and a wheel from that sdist."""
-    env = {**os.environ, "DLOOP_BUILD_PURE": "1" if pure else "0"}
+    env = {
+        **os.environ,
+        "DLOOP_BUILD_PURE": "1" if pure else "0",
+        "LDSHARED": linker_without_rpath(),
+    }
     flags = ("--wheel",) if wheel_only else ()
     run(sys.executable, "-m", "build", *flags, "--outdir", outdir, source, env=env)
 
@@ -82,7 +99,18 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 1
-        run("auditwheel", "repair", "--wheel-dir", DIST, compiled[0])
+        # --plat names the family (glibc): an extension that calls no C library function,
+        # as a stable-ABI one may, gives auditwheel nothing to detect it from. auditwheel
+        # still tags the wheel with the oldest manylinux it satisfies.
+        run(
+            "auditwheel",
+            "repair",
+            "--plat",
+            "manylinux_2_17_x86_64",
+            "--wheel-dir",
+            DIST,
+            compiled[0],
+        )
 
         for artefact in [*raw.glob("*.tar.gz"), *raw.glob("*-any.whl"), *raw.glob("pure/*.whl")]:
             shutil.copy2(artefact, DIST)

@@ -13,6 +13,7 @@ shows the loop.
 from __future__ import annotations
 
 import re
+import struct
 import sys
 import tarfile
 import zipfile
@@ -128,6 +129,29 @@ def check_metadata(label: str, meta: Message, dist: Distribution, version: str) 
     return problems
 
 
+def run_paths(elf: bytes) -> list[str]:
+    """The RPATH and RUNPATH entries of a 64-bit little-endian ELF file (an extension)."""
+    if elf[:6] != b"\x7fELF\x02\x01":
+        return []
+    (section_offset,) = struct.unpack_from("<Q", elf, 0x28)
+    entry_size, count = struct.unpack_from("<HH", elf, 0x3A)
+    sections = [
+        struct.unpack_from("<IIQQQQIIQQ", elf, section_offset + i * entry_size)
+        for i in range(count)
+    ]
+    paths = []
+    for _name, kind, _flags, _addr, offset, size, link, *_ in sections:
+        if kind != 6:  # SHT_DYNAMIC
+            continue
+        strings_offset = sections[link][4]
+        for at in range(offset, offset + size, 16):
+            tag, value = struct.unpack_from("<qQ", elf, at)
+            if tag in (15, 29):  # DT_RPATH, DT_RUNPATH
+                end = elf.index(b"\0", strings_offset + value)
+                paths.append(elf[strings_offset + value : end].decode())
+    return paths
+
+
 def wheel_tags(wheel: zipfile.ZipFile, info: str) -> tuple[Message, list[str]]:
     message = Parser().parsestr(wheel.read(f"{info}/WHEEL").decode())
     return message, message.get_all("Tag") or []
@@ -141,6 +165,9 @@ def check_wheel(path: Path, dist: Distribution, version: str, root: Path) -> lis
         names = {name for name in wheel.namelist() if not name.endswith("/")}
         meta = Parser().parsestr(wheel.read(f"{info}/METADATA").decode())
         message, tags = wheel_tags(wheel, info)
+        for name in sorted(n for n in names if EXTENSION.fullmatch(n)):
+            for run_path in run_paths(wheel.read(name)):
+                problems.append(f"{path.name}: {name} has a run-time library path {run_path}")
     problems += check_metadata(path.name, meta, dist, version)
     expected = module_files(root, dist) | {
         f"{info}/{name}" for name in ("METADATA", "WHEEL", "RECORD", "licenses/LICENSE")

@@ -91,8 +91,11 @@ def test_a_plain_linux_tag_is_reported(dist_copy: Path) -> None:
 
     def unrepaired(name: str, data: bytes) -> tuple[str, bytes]:
         if name.endswith(".dist-info/WHEEL"):
-            lines = [line for line in data.decode().splitlines() if "manylinux1" not in line]
-            data = "\n".join(lines).replace("manylinux_2_5", "linux").encode()
+            lines = data.decode().splitlines()
+            (first, *_) = [line for line in lines if line.startswith("Tag: ")]
+            kept = [line for line in lines if line and not line.startswith("Tag: ")]
+            unrepaired_tag = first.rsplit("-", 1)[0] + "-linux_x86_64"
+            data = "\n".join([*kept, unrepaired_tag, ""]).encode()
         return name, data
 
     rewrite_wheel(wheel, unrepaired)
