@@ -10,8 +10,8 @@
    1400 x 1800 px window: screenshots of the home page, the API pages of ``Loop``,
    ``LoopEvents`` and ``dloop.testing``, the migration page and a 404 page go to
    build/screenshots/;
-4. checks every page: no code block wider than its column, no docstring example rendered
-   as nested quotes; and types ``state_dict`` into the site's search box and checks that
+4. checks every page: no code block or table wider than its column, no docstring example
+   rendered as nested quotes; and types ``state_dict`` into the site's search box and checks that
    the results list every page on which ``state_dict`` is a word.
 
 It prints what it found and exits 1 when a check fails. Nothing leaves this machine: the
@@ -70,6 +70,13 @@ MEASURE = """(() => {
       const lines = code.textContent.split("\\n");
       const longest = lines.reduce((a, b) => (a.length >= b.length ? a : b), "");
       wide.push({width: code.scrollWidth, column: code.clientWidth, line: longest.trim()});
+    }
+  }
+  for (const table of document.querySelectorAll(".md-content .md-typeset__table table")) {
+    const column = table.closest(".md-content__inner").clientWidth;
+    if (table.scrollWidth > column + 1) {
+      const first = table.querySelector("tr").textContent.trim().replace(/\\s+/g, " ");
+      wide.push({width: table.scrollWidth, column: column, line: "table: " + first});
     }
   }
   const quotes = document.querySelectorAll(".doc-contents blockquote blockquote").length;
@@ -272,7 +279,7 @@ def main() -> int:
                     )
                 if found["quotes"]:
                     failures.append(f"/dloop/{address}: a docstring renders as nested quotes")
-                print(f"checked /dloop/{address}: {len(found['wide'])} code blocks too wide")
+                print(f"checked /dloop/{address}: {len(found['wide'])} blocks too wide")
             browser.open(base)
             result = browser.evaluate(SEARCH % json.dumps(SEARCHED))
         finally:
