@@ -551,26 +551,40 @@ from dloop import _speedups
 Stepper = _speedups.Stepper
 EMPTY = frozenset()
 
-class Layout:
-    __slots__ = ("step", "now", "x", "y")
+class Big:
+    __slots__ = tuple(f"s{i}" for i in range(2000)) + ("step", "now")
 
 class Impostor:
-    # The names the accelerator looks for, on an object of another type and layout.
-    step = 0
-    now = "not a float"
-    time_cell = [1.0]
+    # The names the accelerator looks for, on an object of another type whose step and
+    # now are another class's slot descriptors, far beyond this object's memory (this
+    # crashed the accelerator when it wrote slots by offset).
+    step = Big.step
+    now = Big.now
+    time_cell = [1e300]
     clock = staticmethod(lambda: 0.0)
     signals = type("S", (), {"restore": staticmethod(lambda: None)})()
+    def __getattribute__(self, name):
+        if name in ("step", "now"):
+            return -1 if name == "step" else 0.0
+        return object.__getattribute__(self, name)
     def _begin(self): return True
-    def _open_sized_epoch(self): return (iter([1, 2, 3]), 10)
+    def _open_sized_epoch(self): return (iter(range(100)), 0)
     def _raise_short_epoch(self): raise ValueError("short")
+    def _decide(self, step, now): return (frozenset(), 1000, 0)
+
+class Garbage(Impostor):
+    def _open_sized_epoch(self): return ("not an iterator", "not a step")
     def _decide(self, step, now): return ("not events", "not a step", None)
+
+class Layout:
+    __slots__ = ("step", "now", "x", "y")
 
 def attempt(make):
     try:
         stepper = make()
-        for _ in range(5):
+        for _ in range(50):
             next(stepper)
+        stepper.settle()
     except (TypeError, AttributeError, ValueError, StopIteration, RuntimeError) as error:
         return type(error).__name__
     return "ran"
@@ -579,8 +593,8 @@ for make in [
     lambda: Stepper(object(), EMPTY),
     lambda: Stepper(Layout(), EMPTY),
     lambda: Stepper(42, EMPTY),
-    lambda: Stepper(Impostor(), EMPTY),
-    lambda: Stepper(Impostor(), frozenset({1})),
+    *[lambda: Stepper(Impostor(), EMPTY)] * 50,
+    lambda: Stepper(Garbage(), EMPTY),
     lambda: Stepper(Impostor(), set()),
     lambda: Stepper(),
 ]:
