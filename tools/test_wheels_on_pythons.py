@@ -33,29 +33,30 @@ COMPILED = re.compile(r"dloop-[^-]+-(cp3\d+)-(cp3\d+|abi3)-[^-]+\.whl")
 
 
 def find_python(version: str) -> Path | None:
-    """An interpreter that really is CPython ``version`` (pyenv shims may only pretend)."""
+    """An interpreter that really is CPython ``version`` (pyenv shims may only pretend),
+    preferring an installation to a virtual environment's copy of one."""
     candidates = [shutil.which(f"python{version}")]
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     candidates += [
         str(path)
         for path in sorted((pyenv_root / "versions").glob(f"{version}.*/bin/python{version}"))
     ]
+    probe = (
+        "import sys; print('%d.%d' % sys.version_info[:2], sys.implementation.name, "
+        "sys.prefix == sys.base_prefix)"
+    )
+    found: list[tuple[bool, Path]] = []
     for candidate in candidates:
         if candidate is None:
             continue
-        probe = subprocess.run(
-            [
-                candidate,
-                "-c",
-                "import sys; print('%d.%d' % sys.version_info[:2], sys.implementation.name)",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        result = subprocess.run(
+            [candidate, "-c", probe], capture_output=True, text=True, check=False
         )
-        if probe.returncode == 0 and probe.stdout.split() == [version, "cpython"]:
-            return Path(candidate)
-    return None
+        words = result.stdout.split()
+        if result.returncode == 0 and words[:2] == [version, "cpython"]:
+            found.append((words[2] == "True", Path(candidate)))
+    found.sort(key=lambda item: not item[0])  # installations first
+    return found[0][1] if found else None
 
 
 def compiled_fits(version: str) -> bool:
