@@ -85,7 +85,10 @@ def main() -> int:
 
         (core_sdist,) = raw.glob("dloop-*.tar.gz")
         with tarfile.open(core_sdist) as archive:
-            archive.extractall(work / "pure", filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.10.12, 3.11.4 and later
+                archive.extractall(work / "pure", filter="data")
+            else:  # our own sdist, just built
+                archive.extractall(work / "pure")
         (unpacked,) = (work / "pure").iterdir()
         build(unpacked, raw / "pure", wheel_only=True, pure=True)
 
