@@ -103,12 +103,6 @@ class TimeBudget:
         self._samples.append((now - reference[1]) / (step - reference[0]))
         self.step_seconds = median(self._samples)
 
-    @property
-    def measuring(self) -> bool:
-        """True while ``max_seconds`` has no estimate to predict with: every step must be
-        decided until the first measurement."""
-        return self.max_seconds is not None and self.step_seconds is None
-
     def ends(self, elapsed: float, step_seconds: float | None, horizon: int) -> bool:
         """Whether ``max_seconds`` ends the run at ``elapsed``, given that the next chance
         to stop is ``horizon`` steps away."""

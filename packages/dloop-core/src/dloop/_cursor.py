@@ -52,6 +52,7 @@ class DataCursor(Generic[T]):
         "cut",
         "cut_last",
         "data",
+        "end",
         "exhausted",
         "first",
         "iterator",
@@ -97,6 +98,8 @@ class DataCursor(Generic[T]):
         self.local_last = NEVER
         self.pass_last = NEVER
         self.cut_last = NEVER
+        self.end = NEVER
+        """The next step where the pass or a cut epoch ends: ``min(pass_last, cut_last)``."""
 
     # ------------------------------------------------------------------ opening epochs
 
@@ -113,6 +116,7 @@ class DataCursor(Generic[T]):
             if not self.opened:
                 self._open_stream(done)
             self.cut_last = NEVER if self.cut is None else first + self.cut - 1
+            self.end = min(self.pass_last, self.cut_last)
             self.length = self.cut
             return self.cut
         self._close_pass(epoch - 1)
@@ -136,6 +140,7 @@ class DataCursor(Generic[T]):
         self.opened = True
         self.local_last = NEVER if length is None else first + length - 1
         self.pass_last = NEVER if self.synced else self.local_last
+        self.end = self.pass_last
         self.iterator = self._epoch_iterator(epoch, skip, length)
         return length
 
@@ -264,6 +269,7 @@ class DataCursor(Generic[T]):
         that is certain, else it goes on at least to the next agreement."""
         exact = not agreed.unknown or (not self.longest and agreed.batches < window)
         self.pass_last = step + agreed.batches if exact else NEVER
+        self.end = min(self.pass_last, self.cut_last)
 
     # ------------------------------------------------------------------ where things end
 
@@ -291,7 +297,7 @@ class DataCursor(Generic[T]):
     def next_end(self, step: int) -> int:
         """The next step after ``step`` that must be decided for the data's sake: the end of
         the pass or cut epoch, and the first and every padding step."""
-        next_step = min(self.pass_last, self.cut_last)
+        next_step = self.end
         if self.longest and self.local_last < next_step:
             next_step = min(next_step, max(self.local_last + 1, step + 1))
         return next_step

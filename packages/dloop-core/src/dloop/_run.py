@@ -329,91 +329,91 @@ class Run(Generic[T]):
         )
 
     def iterate(self) -> Generator[tuple[T, frozenset[Hashable]], None, None]:
-        """Yield ``(batch, events)`` until the run ends."""
-        try:
-            if not self._begin():
-                return
-            if self.cursor.sized:
-                yield from self._iterate_sized()
-            else:
-                yield from self._iterate_unsized()
-        finally:
-            self.signals.restore()
+        """The generator that yields ``(batch, events)`` until the run ends. (Each kind of
+        data has its own, rather than one that delegates with ``yield from``, which would
+        cost a frame switch on every step.)"""
+        return self._iterate_sized() if self.cursor.sized else self._iterate_unsized()
 
     def _iterate_sized(self) -> Generator[tuple[T, frozenset[Hashable]], None, None]:
         """Re-iterable data whose epoch lengths are known: no look-ahead. The C accelerator
         does the same (``_speedups.c``)."""
-        clock = self.budget.clock
-        cell = self.time_cell
-        empty = EMPTY
-        while True:
-            next_step = self._open_epoch()
-            iterator = self.cursor.iterator
-            assert iterator is not None
-            step = self.step
-            floor = self.now
-            for batch in iterator:
-                step += 1
-                now = clock()
-                # --- hot path: a quiet step is three compares and two stores ---
+        try:
+            if not self._begin():
+                return
+            clock = self.budget.clock
+            cell = self.time_cell
+            empty = EMPTY
+            while True:
+                next_step = self._open_epoch()
+                iterator = self.cursor.iterator
+                assert iterator is not None
+                step = self.step
+                floor = now = self.now
                 try:
-                    quiet = step < next_step and floor <= now < cell[0]
-                except TypeError:  # not a number: _decide says so
-                    quiet = False
-                if quiet:
-                    floor = now
-                    self.step = step
-                    self.now = now
-                    yield batch, empty
-                    continue
-                events, next_step, status = self._decide(step, now)
-                floor = self.now
-                yield batch, events
-                if status == FINISHED:
-                    return
-                if status == EPOCH_OVER:
-                    break
-            else:
-                self._raise_short_epoch()
+                    for batch in iterator:
+                        step += 1
+                        now = clock()
+                        # --- hot path: a quiet step is three compares and three stores ---
+                        if step < next_step and floor <= now < cell[0]:
+                            floor = self.now = now
+                            self.step = step
+                            yield batch, empty
+                            continue
+                        events, next_step, status, floor = self._decide(step, now, floor)
+                        yield batch, events
+                        if status == FINISHED:
+                            return
+                        if status == EPOCH_OVER:
+                            break
+                    else:
+                        self._raise_short_epoch()
+                except TypeError:
+                    self.budget.check(now, floor, step)  # a reading that is no number
+                    raise
+        finally:
+            self.signals.restore()
 
     def _iterate_unsized(self) -> Generator[tuple[T, frozenset[Hashable]], None, None]:
         """Data of unknown epoch length, and one-shot streams: the cursor looks ahead (one
         batch without a sync, up to ``sync.every_n_steps`` with one) to know which batch
         ends an epoch or the data."""
-        cursor = self.cursor
-        clock = self.budget.clock
-        cell = self.time_cell
-        empty = EMPTY
-        peeking = self.agreement is None
-        next_step = self._open_epoch()
-        step = self.step
-        floor = self.now
-        while True:
-            batch = cursor.take()
-            if batch is END:
-                if not cursor.padding(step + 1):
-                    self._no_batch()
-                    return
-                batch = None  # type: ignore[assignment]  # a padding step has no batch
-            step += 1
-            now = clock()
-            try:
-                quiet = step < next_step and floor <= now < cell[0]
-            except TypeError:  # not a number: _decide says so
-                quiet = False
-            if quiet and (not peeking or cursor.has_next()):
-                floor = now
-                self.step = step
-                self.now = now
-                yield batch, empty
-                continue
-            events, next_step, status = self._decide(step, now)
-            floor = self.now
-            yield batch, events
-            if status == FINISHED:
+        try:
+            if not self._begin():
                 return
-            if status == EPOCH_OVER:
-                next_step = self._open_epoch()
+            cursor = self.cursor
+            clock = self.budget.clock
+            cell = self.time_cell
+            empty = EMPTY
+            peeking = self.agreement is None
+            next_step = self._open_epoch()
+            step = self.step
+            floor = now = self.now
+            while True:
+                batch = cursor.take()
+                if batch is END:
+                    if not cursor.padding(step + 1):
+                        self._no_batch()
+                        return
+                    batch = None  # type: ignore[assignment]  # a padding step has no batch
+                step += 1
+                now = clock()
+                try:
+                    quiet = step < next_step and floor <= now < cell[0]
+                except TypeError:  # a reading that is no number: _decide says so
+                    quiet = False
+                if quiet and (not peeking or cursor.has_next()):
+                    floor = self.now = now
+                    self.step = step
+                    yield batch, empty
+                    continue
+                events, next_step, status, floor = self._decide(step, now, floor)
+                yield batch, events
+                if status == FINISHED:
+                    return
+                if status == EPOCH_OVER:
+                    next_step = self._open_epoch()
+        finally:
+            self.signals.restore()
 
     def _no_batch(self) -> None:
         """The data had no batch where an epoch starts: an error for re-iterable data; for
@@ -428,10 +428,12 @@ class Run(Generic[T]):
 
     # ------------------------------------------------------------------ decisions
 
-    def _decide(self, step: int, now: object) -> tuple[frozenset[Hashable], int, int]:
-        """The events of a step on which something may fire, the next such step, and what
-        the step means for the epoch and the run (``CONTINUE``, ``EPOCH_OVER``,
-        ``FINISHED``).
+    def _decide(
+        self, step: int, now: object, floor: float
+    ) -> tuple[frozenset[Hashable], int, int, float]:
+        """The events of a step on which something may fire, the next such step, what the
+        step means for the epoch and the run (``CONTINUE``, ``EPOCH_OVER``, ``FINISHED``),
+        and the clock reading ``now`` as checked against ``floor``, the previous one.
 
         Only the parts that are due run: the step heap when its top is this step, the time
         decisions when the clock reached the time cell (a time trigger, the max_seconds
@@ -439,7 +441,6 @@ class Run(Generic[T]):
         once the limits have spoken, so that a one-shot stream is not read past the run.
         """
         budget = self.budget
-        floor = self.now
         if type(now) is not float or not floor <= now < budget.latest:
             now = budget.check(now, floor, step)
         self.step = step
@@ -525,28 +526,26 @@ class Run(Generic[T]):
             self.finished = True
             self.finished_by_limit = not self.stop_requested
             self.signals.restore()
-            return frozenset(fired), NEVER, FINISHED
+            return frozenset(fired), NEVER, FINISHED, now
 
         next_step = step_heap[0][0] if step_heap else NEVER
         if self.last_step < next_step:
             next_step = self.last_step
-        if cursor.pass_last < next_step:
-            next_step = cursor.pass_last
-        if cursor.cut_last < next_step:
-            next_step = cursor.cut_last
+        if cursor.end < next_step:
+            next_step = cursor.end
         if cursor.longest:
             next_step = min(next_step, cursor.next_end(step))
         if agreement is not None:
             next_step = min(next_step, agreement.next_step)
             self.time_cell[0] = math.inf  # a stop request waits for the agreement step
-        if conditions or budget.measuring:
-            next_step = step + 1
+        if conditions or (timed and budget.step_seconds is None):
+            next_step = step + 1  # conditions see every step; max_seconds must measure
         status = EPOCH_OVER if epoch_end else CONTINUE
         if not fired:
-            return EMPTY, next_step, status
+            return EMPTY, next_step, status, now
         if len(fired) == 1:
-            return schedule.singles[fired[0]], next_step, status
-        return frozenset(fired), next_step, status
+            return schedule.singles[fired[0]], next_step, status, now
+        return frozenset(fired), next_step, status, now
 
     def _decide_time(
         self, elapsed: float, step_seconds: float | None, horizon: int, fired: list[Hashable]

@@ -8,9 +8,10 @@
  *   run._begin() -> bool                 the start of iteration (False: nothing to yield)
  *   run._open_sized_epoch() -> (iterator, next step to decide)
  *   run._raise_short_epoch()             raises the ValueError for data that ended early
- *   run._decide(step, now) -> (events, next step to decide, status)
- *                                        status 0: go on, 1: the epoch ended, 2: the run did;
- *                                        it stores run.step and run.now (checked) itself
+ *   run._decide(step, now, floor) -> (events, next step to decide, status, checked now)
+ *                                        floor is the previous reading; status 0: go on,
+ *                                        1: the epoch ended, 2: the run did; it stores
+ *                                        run.step and run.now (the checked reading) itself
  *   run.signals.restore()                when the iteration ends, fails, is closed or freed
  * Quiet steps keep step and now here; they are put on the run (flushed) before any callback
  * and by ``settle()``. Only attribute access reaches the run, so any object works (a wrong
@@ -25,6 +26,56 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+/* The limited API has functions where the full API has macros; a build without
+ * Py_LIMITED_API (for measuring what the stable ABI costs) uses the macros. */
+#ifdef Py_LIMITED_API
+#define CALL_NO_ARGS(callable) PyObject_CallNoArgs(callable)
+#define CALL3(callable, a, b, c) PyObject_CallFunctionObjArgs(callable, a, b, c, NULL)
+#define LIST_ITEM(list, index) PyList_GetItem(list, index)
+#define FLOAT_VALUE(number) PyFloat_AsDouble(number)
+#define TUPLE_SET(tuple, index, item) PyTuple_SetItem(tuple, index, item)
+#define NEXT(self) PyIter_Next((self)->iterator)
+#else
+#define CALL_NO_ARGS(callable) PyObject_Vectorcall(callable, NULL, 0, NULL)
+static inline PyObject *
+call3(PyObject *callable, PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *args[3] = {a, b, c};
+    return PyObject_Vectorcall(callable, args, 3, NULL);
+}
+#define CALL3(callable, a, b, c) call3(callable, a, b, c)
+static inline PyObject *
+list_item(PyObject *list, Py_ssize_t index)
+{
+    if (index >= PyList_GET_SIZE(list)) {
+        PyErr_SetString(PyExc_IndexError, "run.time_cell must hold one item");
+        return NULL;
+    }
+    return PyList_GET_ITEM(list, index);
+}
+#define LIST_ITEM(list, index) list_item(list, index)
+#define FLOAT_VALUE(number) PyFloat_AS_DOUBLE(number)
+static inline int
+tuple_set(PyObject *tuple, Py_ssize_t index, PyObject *item)
+{
+    PyObject *old = PyTuple_GET_ITEM(tuple, index);
+    PyTuple_SET_ITEM(tuple, index, item);
+    Py_XDECREF(old);
+    return 0;
+}
+#define TUPLE_SET(tuple, index, item) tuple_set(tuple, index, item)
+static inline PyObject *
+next_batch(PyObject *iterator)
+{
+    PyObject *batch = Py_TYPE(iterator)->tp_iternext(iterator);
+    if (batch == NULL && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        PyErr_Clear();
+    }
+    return batch;
+}
+#define NEXT(self) next_batch((self)->iterator)
+#endif
 
 #ifndef Py_XSETREF /* not part of the limited API */
 #define Py_XSETREF(target, value)                                                          \
@@ -198,12 +249,12 @@ pair(Stepper *self, PyObject *batch, PyObject *events)
     PyObject *result = self->result;
     Py_INCREF(events);
     if (result != NULL && Py_REFCNT(result) == 1) {
-        /* PyTuple_SetItem steals the new items and releases the old ones. */
-        if (PyTuple_SetItem(result, 0, batch) < 0) {
+        /* Setting an item steals the new one and releases the old one. */
+        if (TUPLE_SET(result, 0, batch) < 0) {
             Py_DECREF(events);
             return NULL;
         }
-        if (PyTuple_SetItem(result, 1, events) < 0) {
+        if (TUPLE_SET(result, 1, events) < 0) {
             return NULL;
         }
         /* the collector may have untracked it while it held atomic values only */
@@ -287,26 +338,28 @@ open_epoch(Stepper *self)
     return 0;
 }
 
-/* Step ``step`` needs a decision: hand it to run._decide. Steals batch and now. */
+/* Step ``step`` needs a decision: hand it to run._decide, with the previous reading as
+ * the floor below which readings do not go. Steals batch and now. */
 static PyObject *
 decided_step(Stepper *self, PyObject *batch, long long step, PyObject *now)
 {
-    PyObject *step_obj = NULL, *result = NULL;
+    PyObject *step_obj = NULL, *result = NULL, *checked;
     long long next_step;
     int status;
-    if (flush(self) < 0 || (step_obj = PyLong_FromLongLong(step)) == NULL) {
+    if ((step_obj = PyLong_FromLongLong(step)) == NULL) {
         goto error;
     }
     self->step = step;
-    result = PyObject_CallFunctionObjArgs(self->decide, step_obj, now, NULL);
+    result = CALL3(self->decide, step_obj, now, self->now);
     Py_CLEAR(step_obj);
     Py_CLEAR(now);
     if (result == NULL) {
         goto error;
     }
-    if (!PyTuple_Check(result) || PyTuple_Size(result) != 3) {
+    self->dirty = 0; /* run._decide stored step and now on the run */
+    if (!PyTuple_Check(result) || PyTuple_Size(result) != 4) {
         PyErr_SetString(PyExc_TypeError,
-                        "run._decide() must return (events, next_step, status)");
+                        "run._decide() must return (events, next_step, status, now)");
         goto error;
     }
     if (as_long_long(PyTuple_GetItem(result, 1), &next_step) < 0) {
@@ -316,9 +369,14 @@ decided_step(Stepper *self, PyObject *batch, long long step, PyObject *now)
     if (status == -1 && PyErr_Occurred()) {
         goto error;
     }
-    if (read_back_now(self) < 0) {
+    checked = PyTuple_GetItem(result, 3);
+    double floor = PyFloat_AsDouble(checked);
+    if (floor == -1.0 && PyErr_Occurred()) {
         goto error;
     }
+    Py_INCREF(checked);
+    Py_XSETREF(self->now, checked);
+    self->floor = floor;
     self->next_step = next_step;
     self->status = status;
     PyObject *out = pair(self, batch, PyTuple_GetItem(result, 0));
@@ -362,7 +420,7 @@ stepper_next_locked(Stepper *self)
     }
 
     /* --- hot path: one batch, one clock reading, three compares, two stores --- */
-    PyObject *batch = PyIter_Next(self->iterator);
+    PyObject *batch = NEXT(self);
     if (batch == NULL) {
         if (PyErr_Occurred()) {
             return fail(self);
@@ -376,20 +434,20 @@ stepper_next_locked(Stepper *self)
         return fail(self);
     }
     long long step = self->step + 1;
-    PyObject *now = PyObject_CallNoArgs(self->clock);
+    PyObject *now = CALL_NO_ARGS(self->clock);
     if (now == NULL) {
         Py_DECREF(batch);
         return fail(self);
     }
     if (step < self->next_step && PyFloat_CheckExact(now)) {
-        PyObject *due = PyList_GetItem(self->cell, 0); /* borrowed */
+        PyObject *due = LIST_ITEM(self->cell, 0); /* borrowed; the list keeps one item */
         if (due == NULL) {
             Py_DECREF(now);
             Py_DECREF(batch);
             return fail(self);
         }
-        double value = PyFloat_AsDouble(now);
-        if (PyFloat_CheckExact(due) && self->floor <= value && value < PyFloat_AsDouble(due)) {
+        double value = FLOAT_VALUE(now);
+        if (PyFloat_CheckExact(due) && self->floor <= value && value < FLOAT_VALUE(due)) {
             self->step = step;
             self->floor = value;
             Py_XSETREF(self->now, now);
