@@ -1,15 +1,18 @@
 """tools/check_dist.py passes the artefacts `tox -e release` built, and catches what is wrong.
 
-Each test copies dist/ and breaks one thing in the copy: a stray file, a missing
-``py.typed``, a missing extension, a plain ``linux`` tag, a License classifier, an extra
-file in dist/. Runs in ``tox -e release``, after the build.
+Each test copies dist/ and breaks one thing in the copy: a stray file in a wheel, a
+missing ``py.typed``, a missing extension, a plain ``linux`` tag, a License classifier, a
+file in dist/ that is no release artefact, a checkout's leftover in an sdist. Runs in
+``tox -e release``, after the build.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import shutil
 import sys
+import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -127,3 +130,22 @@ def test_a_file_that_is_no_release_artefact_is_reported(dist_copy: Path) -> None
     (dist_copy / "dloop-0.2.0-cp311-cp311-linux_x86_64.whl").write_bytes(b"")
     problems = check_dist.check(dist_copy)
     assert any("expected 2 dloop wheel(s)" in problem for problem in problems)
+
+
+def test_a_checkout_leftover_in_an_sdist_is_reported(dist_copy: Path) -> None:
+    sdist = only(dist_copy, "dloop-*.tar.gz")
+    top = sdist.name.removesuffix(".tar.gz")
+    members = []
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            extracted = archive.extractfile(member) if member.isfile() else None
+            members.append((member, extracted.read() if extracted else None))
+    with tarfile.open(sdist, "w:gz") as archive:
+        for member, data in members:
+            archive.addfile(member, io.BytesIO(data) if data is not None else None)
+        leftover = tarfile.TarInfo(f"{top}/src/dloop/__pycache__/_loop.cpython-311.pyc")
+        leftover.size = 0
+        archive.addfile(leftover, io.BytesIO(b""))
+    assert check_dist.check(dist_copy) == [
+        f"{sdist.name}: stray file {top}/src/dloop/__pycache__/_loop.cpython-311.pyc"
+    ]
