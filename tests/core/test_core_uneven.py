@@ -15,6 +15,7 @@ import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -297,12 +298,14 @@ def test_a_state_dict_taken_on_any_process_resumes_all_of_them(
     lengths = (9, 6)
 
     def make(rank: int, sync: ThreadSync) -> Loop[Any]:
-        limits = {"max_epochs": 3} if kind != "stream" else {"max_steps": 50, "epoch_length": 4}
+        limits: dict[str, Any] = (
+            {"max_epochs": 3} if kind != "stream" else {"max_steps": 50, "epoch_length": 4}
+        )
         return Loop(make_data(kind, rank, [lengths[rank]]), sync=sync, uneven=uneven, **limits)
 
     full, _ = quietly(lambda: run_processes(make, 2, every_n_steps=4))
     for cut in range(len(full[0].steps) - 1):
-        first, _ = quietly(lambda cut=cut: run_processes(make, 2, every_n_steps=4, until_step=cut))
+        first, _ = quietly(partial(run_processes, make, 2, every_n_steps=4, until_step=cut))
         state = json.loads(json.dumps(first[saver].loop.state_dict()))
 
         def resumed(rank: int, sync: ThreadSync, state: Any = state) -> Loop[Any]:
@@ -377,7 +380,7 @@ def test_random_lengths_per_process_give_the_same_steps_and_events_everywhere(
         for epoch, length in enumerate(agreed):
             own = lengths[rank][epoch]
             got = trace.batches[first : first + length]
-            want = [(rank, epoch, i) for i in range(min(own, length))]
+            want: list[Any] = [(rank, epoch, i) for i in range(min(own, length))]
             want += [None] * (length - len(want))
             assert got == want[: len(got)]
             first += length
