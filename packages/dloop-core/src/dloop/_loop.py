@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from dloop._event import Event
 from dloop._loop_events import LoopEvent
+from dloop._order_warning import warn_if_order_differs
 from dloop._resume import load_state_dict, state_dict
 from dloop._run import Run, RunIterator, data_length
 from dloop._schedule import Schedule
@@ -212,6 +213,7 @@ class Loop(Generic[T]):
         if self._run.started:
             raise RuntimeError("load_state_dict must be called before iterating the loop")
         load_state_dict(self._run, state)
+        warn_if_order_differs(self._run.data, state)
 
     def close(self) -> None:
         """Stop iterating and put back stop-signal handlers; the loop yields nothing more."""
