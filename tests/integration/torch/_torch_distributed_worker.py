@@ -61,6 +61,17 @@ def trace(loop: Loop[int], *, rank: int, scenario: str, collective: bool) -> lis
     return steps
 
 
+def sync_over_rank_zero(rank: int) -> dict[str, Any]:
+    """A DistributedSync over the group of rank 0 alone, made on both ranks: rank 1 is
+    outside it."""
+    group = dist.new_group([0])  # every rank takes part in making it
+    try:
+        sync = DistributedSync(every_n_steps=2, group=group)
+    except ValueError as error:
+        return {"error": str(error)}
+    return {"combined": list(sync.combine([rank + 3]))}
+
+
 def main() -> None:
     scenario, rank, world_size, port, output = sys.argv[1:]
     alone = trace(make_loop(int(rank), None), rank=int(rank), scenario=scenario, collective=False)
@@ -72,6 +83,10 @@ def main() -> None:
         world_size=int(world_size),
         timeout=timedelta(seconds=30),
     )
+    if scenario == "outside-group":
+        Path(output).write_text(json.dumps(sync_over_rank_zero(int(rank))))
+        dist.destroy_process_group()
+        return
     reductions: list[dict[str, Any]] = []
     all_reduce = dist.all_reduce
 

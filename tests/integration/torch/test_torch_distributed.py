@@ -127,3 +127,22 @@ def test_distributed_sync_needs_an_initialised_process_group() -> None:
 def test_distributed_sync_rejects_a_bad_every_n_steps(every_n_steps: object, error: type) -> None:
     with pytest.raises(error, match=f"every_n_steps must be an int >= 1, got {every_n_steps!r}"):
         DistributedSync(every_n_steps=every_n_steps)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_a_sync_over_a_group_without_this_process_is_refused_at_construction(
+    tmp_path: Path,
+) -> None:
+    inside, outside = run_two_ranks("outside-group", tmp_path)
+
+    assert inside == {"combined": [3]}
+    assert outside["error"].startswith("group=")
+    assert "does not contain this process (global rank 1)" in outside["error"]
+
+
+def test_the_non_member_group_object_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 1 if group is None else -1)
+
+    with pytest.raises(ValueError, match=r"does not contain this process \(global rank 1\)"):
+        DistributedSync(every_n_steps=2, group=dist.GroupMember.NON_GROUP_MEMBER)  # type: ignore[arg-type]

@@ -46,6 +46,16 @@ def as_device(device: object) -> torch.device | None:
                 f"device={device!r} does not exist: this machine has {count} CUDA "
                 f"device(s), cuda:0 to cuda:{count - 1}"
             )
+    elif parsed.type not in ("cpu", "meta"):
+        try:
+            # A zero-size tensor is the one test every backend answers (mps, xpu, ...).
+            torch.empty(0, device=parsed)
+        except Exception as error:  # torch raises several kinds for a missing backend
+            raise ValueError(
+                f"device={device!r} is not available on this machine ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); use device=None (or "
+                "'cpu') to keep batches where the DataLoader puts them"
+            ) from None
     return parsed
 
 

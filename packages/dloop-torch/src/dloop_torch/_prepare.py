@@ -227,6 +227,32 @@ class PreparedData(Generic[T]):
         )
 
 
+class _OneShotPreparedData(PreparedData[T], Iterator[T]):
+    """``prepare`` over a one-shot iterator (a generator, a stream): a one-shot iterator
+    itself, so that ``Loop`` treats it as one (rule 24: one pass, its end ends the run,
+    no batch taken that is not yielded). With a CUDA ``device``, ``prefetch`` batches are
+    read ahead of the one in use, as prefetching does."""
+
+    __slots__ = ("_pass",)
+
+    def __init__(self, dataloader: Iterator[T], *, device: object, prefetch: int) -> None:
+        super().__init__(dataloader, device=device, prefetch=prefetch)
+        self._pass: Iterator[T] | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._pass is None:
+            self._pass = super().__iter__()
+        return next(self._pass)
+
+    def iter_from(self, start: int) -> Iterator[T]:
+        """The stream after its next ``start`` batches, which are read and dropped."""
+        self._pass = super().iter_from(start)
+        return self
+
+
 def _first_iter(
     data: Iterable[T], loader: DataLoader[Any], *, draws_base_seed: bool, pull: bool = False
 ) -> Iterator[T]:
@@ -312,4 +338,6 @@ def prepare(
             that is not an int >= 1, or a ``device`` torch cannot parse or this machine
             does not have (such as ``"cuda"`` without CUDA).
     """
+    if isinstance(dataloader, Iterator):
+        return _OneShotPreparedData(dataloader, device=device, prefetch=prefetch)
     return PreparedData(dataloader, device=device, prefetch=prefetch)
