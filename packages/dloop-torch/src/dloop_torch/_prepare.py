@@ -8,12 +8,19 @@ from itertools import chain
 from typing import Any, Generic, TypeVar
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
 from dloop_torch._order import EpochStart, Order, replaying
-from dloop_torch._resume import drop_first, inner_loader, loader_from, skips_by_index
+from dloop_torch._resume import (
+    drop_first,
+    inner_loader,
+    is_stateful_loader,
+    loader_from,
+    skips_by_index,
+)
+from dloop_torch._stateful import StatefulPositions
 from dloop_torch._workers import restarts_workers, stop_persistent_workers, workers_warning
 
 T = TypeVar("T")
@@ -36,6 +43,7 @@ class PreparedData(Generic[T]):
         "_loader",
         "_order",
         "_restarts_workers",
+        "_stateful",
         "dataloader",
         "device",
         "prefetch",
@@ -63,7 +71,12 @@ class PreparedData(Generic[T]):
         self._copy_stream: torch.cuda.Stream | None = None
         self._epoch = 0
         self._loader = inner_loader(dataloader)
-        self._order = None if self._loader is None else Order(self._loader)
+        self._stateful: StatefulPositions | None = None
+        self._order: Order | None = None
+        if is_stateful_loader(dataloader) and isinstance(dataloader.dataset, IterableDataset):
+            self._stateful = StatefulPositions(dataloader)
+        elif self._loader is not None:
+            self._order = Order(self._loader)
         self._restarts_workers = self._loader is not None and restarts_workers(self._loader)
         if self._restarts_workers:
             warnings.warn(workers_warning(self._loader), UserWarning, stacklevel=3)
@@ -125,23 +138,28 @@ class PreparedData(Generic[T]):
         return self._to_device(self._epoch_batches(start))
 
     def dloop_state_dict(self) -> dict[str, Any] | None:
-        """What the current epoch's order depends on, for the loop's state dict.
+        """What the current epoch's order and position depend on, for the loop's state dict.
 
-        For a DataLoader: the states of the random generators its order draws from
-        (``loader.generator``, the samplers' generators, torch's global generator when
-        they draw from it) at the start of the current epoch, and the samplers'
-        generators as they are now. JSON built-in values; None for other data.
+        For a DataLoader (``"order"``): the states of the random generators its order
+        draws from (``loader.generator``, the samplers' generators, torch's global
+        generator when they draw from it) at the start of the current epoch, and the
+        samplers' generators as they are now. For a torchdata ``StatefulDataLoader`` over
+        an IterableDataset (``"stateful"``): its own ``state_dict()`` after each of the
+        last batches it handed out. The data's own ``dloop_state_dict()``, if it has one,
+        goes under ``"data"``. JSON built-in values; None when there is nothing to save.
 
         Warns:
             UserWarning: A sampler dloop cannot replay is named, with what to use instead.
         """
+        state: dict[str, Any] = {}
+        if self._order is not None:
+            state["order"] = self._order.state_dict(self._epoch)
+        if self._stateful is not None:
+            state["stateful"] = self._stateful.state_dict()
         own = getattr(self.dataloader, "dloop_state_dict", None)
-        if self._order is None:
-            return None if not callable(own) else {"data": own()}
-        state: dict[str, Any] = {"order": self._order.state_dict(self._epoch)}
         if callable(own):
             state["data"] = own()
-        return state
+        return state or None
 
     def dloop_load_state_dict(self, state: object) -> None:
         """Take back ``dloop_state_dict``'s part, before the resumed epoch is iterated.
@@ -149,13 +167,21 @@ class PreparedData(Generic[T]):
         Raises:
             ValueError: ``state`` was not saved from data of this kind.
         """
-        if not isinstance(state, dict) or ("order" in state) != (self._order is not None):
+        expected = {
+            "order": self._order is not None,
+            "stateful": self._stateful is not None,
+        }
+        if not isinstance(state, dict) or any(
+            (name in state) != present for name, present in expected.items()
+        ):
             raise ValueError(
                 f"state dict data {state!r} was not saved by prepare() over data like "
                 f"{self.dataloader!r}: resume over the same kind of DataLoader"
             )
         if self._order is not None:
             self._order.load_state_dict(state["order"])
+        if self._stateful is not None:
+            self._stateful.load_state_dict(state["stateful"])
         if "data" in state:
             load = getattr(self.dataloader, "dloop_load_state_dict", None)
             if not callable(load):
@@ -168,6 +194,8 @@ class PreparedData(Generic[T]):
     def _epoch_batches(self, start: int) -> Iterator[T]:
         """The host batches of the current epoch from batch ``start`` on."""
         data = self.dataloader
+        if self._stateful is not None:
+            return self._stateful.iterate(self._epoch, start)
         loader, order = self._loader, self._order
         if loader is None or order is None:  # an iterable that is not a DataLoader
             if start == 0:

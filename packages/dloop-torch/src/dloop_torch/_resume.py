@@ -27,7 +27,7 @@ class Remaining(Iterable[T]):
         return self.items
 
 
-def is_stateful_loader(loader: object) -> bool:
+def is_stateful_loader(loader: object) -> TypeGuard[DataLoader[Any]]:
     """Whether ``loader`` is a torchdata ``StatefulDataLoader`` (exactly that class; a
     subclass may iterate its own way). torchdata is never imported here."""
     module = sys.modules.get("torchdata.stateful_dataloader")
@@ -68,14 +68,14 @@ def loader_from(
     ``epoch_start``.
 
     With the random sources as they were at ``epoch_start``, the draws of the epoch's
-    ``iter(loader)`` are made again (the workers' base seed, then the sampler's first
-    draws), and the first ``start`` batches of indices drawn from the batch sampler (or
-    the sampler, without automatic batching) and dropped: their samples are never
-    loaded. torch's global generator is then put back as it was. The rest of the
-    indices are drawn lazily, as the uninterrupted iteration would. The returned
-    DataLoader draws its base seed from a private generator, so its workers get the
-    uninterrupted seed and the caller's generators are not touched again. Its workers
-    do not persist: it serves the rest of one epoch.
+    ``iter(loader)`` are made again (the index sampler's ``iter``, the workers' base
+    seed, the sampler's first draws), and the first ``start`` batches of indices drawn
+    from the batch sampler (or the sampler, without automatic batching) and dropped:
+    their samples are never loaded. torch's global generator is then put back as it
+    was. The rest of the indices are drawn lazily, as the uninterrupted iteration would.
+    The returned DataLoader draws its base seed from a private generator, so its workers
+    get the uninterrupted seed and the caller's generators are not touched again. Its
+    workers do not persist: it serves the rest of one epoch.
 
     Raises:
         ValueError: The epoch has fewer than ``start`` batches.
@@ -85,6 +85,9 @@ def loader_from(
     )
     base_seed = torch.Generator()
     with replaying(sources, epoch_start):
+        # In the order of torch's DataLoader iterator: iter() of the index sampler (which
+        # draws at once for torchdata's samplers), then the base seed.
+        indices = iter(index_sampler)
         source = loader.generator
         # A base seed drawn from the global generator matters only to workers; without
         # them that generator is not replayed, and is not drawn from here either.
@@ -93,8 +96,7 @@ def loader_from(
         ):
             base_seed.set_state(torch.get_rng_state() if source is None else source.get_state())
             torch.empty((), dtype=torch.int64).random_(generator=source)
-        indices = iter(index_sampler)
-        # At least one draw, so that the sampler's first (global) draws happen here.
+        # At least one batch, so that the sampler's first (global) draws happen here.
         taken = list(islice(indices, max(start, 1)))
     if len(taken) < start:
         raise ValueError(
