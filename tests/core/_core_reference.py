@@ -82,7 +82,7 @@ def reference_run(
         max_epochs: As for ``Loop``.
         max_steps: As for ``Loop``.
         max_seconds: As for ``Loop``; the expected duration of a step is the true one, so
-            only use it with steady durations.
+            only use it with durations that are steady after the first step.
         events: As for ``Loop``; a ``condition_function`` sees step, epoch, epoch_step and
             elapsed (the other fields are None).
         durations: Seconds spent in the body of each step (advanced after the yield).
@@ -151,7 +151,10 @@ def reference_run(
             interrupted = stop_in_body_of is not None and step == stop_in_body_of + 1
 
             def expected(step: int) -> float:
-                return durations(step) if step > 0 else 0.0
+                # The body of the first step is never measured (it may compile or warm up),
+                # so steps 0 and 1 have no estimate; later, with the steady durations (after
+                # the first) this model is for, the estimate is the previous step's duration.
+                return durations(step - 1) if step > 1 else 0.0
 
             if interrupted:
                 fired.add(INTERRUPTED)
@@ -159,7 +162,6 @@ def reference_run(
                 interrupted
                 or (max_steps is not None and step + 1 >= max_steps)
                 or (last_of_epoch and max_epochs is not None and epoch + 1 >= max_epochs)
-                # No step has been measured before the first one: only elapsed counts there.
                 or (max_seconds is not None and elapsed + expected(step) >= max_seconds)
             )
             if final:

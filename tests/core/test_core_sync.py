@@ -87,6 +87,15 @@ def run_threads(
     return results, syncs
 
 
+def combine_steps(agreement_steps: Sequence[int], epoch_first_steps: Sequence[int]) -> list[int]:
+    """The ``loop.state.step`` of every ``combine`` call, in order: one on each agreement
+    step, and one as each epoch opens (rule 28), after the step before its first batch."""
+    calls = [(step, 0) for step in agreement_steps] + [
+        (first - 1, 1) for first in epoch_first_steps
+    ]
+    return [step for step, _ in sorted(calls)]
+
+
 def elapsed_by_step(durations: Durations, steps: int) -> list[float]:
     """Elapsed time at each step of a run whose bodies take ``durations``."""
     elapsed = [0.0]
@@ -241,7 +250,7 @@ def test_combine_is_called_exactly_on_steps_s_with_s_plus_1_divisible_by_every_n
         DIVERGING[:3],
         every_n_steps=4,
     )
-    expected = [3, 7, 11, 15, 19, 23, 27]
+    expected = combine_steps([3, 7, 11, 15, 19, 23, 27], [0, 7, 14, 21, 28])
     for sync in syncs:
         assert sync.steps == expected
         # Flags are a fixed-length sequence of non-negative ints below 2**62.
@@ -265,8 +274,9 @@ def test_combine_is_called_on_the_same_global_steps_after_a_resume() -> None:
     second = make(clock, second_sync)
     second.load_state_dict(state)
     drive(second, clock, steady(1.0))
-    assert first_sync.steps == [3, 7]
-    assert second_sync.steps == [11, 15, 19, 23, 27]
+    assert first_sync.steps == combine_steps([3, 7], [0, 7])
+    # The resumed epoch opens after step 9, where the first run stopped.
+    assert second_sync.steps == combine_steps([11, 15, 19, 23, 27], [10, 14, 21, 28])
 
 
 def test_without_sync_time_events_fire_on_any_step() -> None:
@@ -282,7 +292,7 @@ def test_step_events_with_sync_fire_on_their_own_steps_not_only_agreement_steps(
     sync.loop = loop
     records = drive(loop, ManualClock())
     assert fired_steps(records, "odd") == [1, 3, 5, 7, 9, 11]
-    assert sync.steps == [3, 7, 11]
+    assert sync.steps == combine_steps([3, 7, 11], [0, 5, 10])
 
 
 def test_a_stop_request_with_sync_waits_for_the_agreement_step() -> None:

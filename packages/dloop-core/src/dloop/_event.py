@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dloop._validation import as_count, as_seconds, as_steps, as_times
+from dloop._validation import MIN_PERIOD, as_count, as_seconds, as_steps, as_times
 
 if TYPE_CHECKING:
     from dloop._state import LoopState
@@ -31,9 +31,12 @@ class Event:
         condition_function: Called once per step with the up-to-date ``LoopState``;
             fires when it returns true.
 
+    Counts and steps are ints below 2**62; times are finite and below 1e12 seconds;
+    ``every_n_seconds`` is at least 1e-6 (one microsecond, the resolution of agreed times).
+
     Raises:
         ValueError: No trigger given, a count < 1, a negative step, a negative or
-            non-finite time, or an empty collection.
+            non-finite time, a value beyond the bounds above, or an empty collection.
         TypeError: A count that is not an int (bools are rejected), a time that is not a
             number, or a ``condition_function`` that is not callable.
     """
@@ -58,7 +61,9 @@ class Event:
         if self.every_n_epochs is not None:
             as_count("every_n_epochs", self.every_n_epochs)
         if self.every_n_seconds is not None:
-            as_seconds("every_n_seconds", self.every_n_seconds, allow_zero=False)
+            as_seconds(
+                "every_n_seconds", self.every_n_seconds, allow_zero=False, minimum=MIN_PERIOD
+            )
         if self.at_time is not None:
             object.__setattr__(self, "at_time", as_times("at_time", self.at_time))
         if self.condition_function is not None and not callable(self.condition_function):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Collection, Generator, Hashable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
+from dloop._agreement import Agreement
+from dloop._budget import TimeBudget
+from dloop._cursor import DataCursor
 from dloop._event import Event
 from dloop._loop_events import LoopEvent
 from dloop._order_warning import warn_if_order_differs
 from dloop._resume import load_state_dict, state_dict
-from dloop._run import Run, RunIterator, data_length
+from dloop._run import Run, RunIterator
 from dloop._schedule import Schedule
 from dloop._signals import StopSignals, as_signals
 from dloop._state import LoopState
@@ -18,6 +22,10 @@ from dloop._sync import Sync
 from dloop._validation import as_count, as_seconds
 
 T = TypeVar("T")
+
+UNEVEN = ("shortest", "longest")
+"""What ``uneven=`` takes: with a ``sync``, whether epochs end where the shortest process's
+data ends (training) or the longest's, the others padding (evaluation)."""
 
 
 class Loop(Generic[T]):
@@ -78,6 +86,7 @@ class Loop(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
         sync: Sync | None = None,
         stop_signals: Collection[int] = (),
+        uneven: str = "shortest",
     ) -> None:
         if not (hasattr(type(data), "__iter__") or hasattr(type(data), "__getitem__")):
             raise TypeError(f"data must be iterable, got {data!r} (a {type(data).__name__})")
@@ -95,23 +104,15 @@ class Loop(Generic[T]):
             epoch_length = as_count("epoch_length", epoch_length)
         if not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        if uneven not in UNEVEN:
+            raise ValueError(f"uneven must be one of {UNEVEN}, got {uneven!r}")
         self._events = _check_events(events)
-        if sync is not None:
-            _check_sync(sync)
         signals = StopSignals(as_signals(stop_signals))
 
         one_shot = isinstance(data, Iterator)
-        if epoch_length is None and not one_shot:
-            length = data_length(data)
-            if length == 0:
-                raise ValueError(f"data yielded no batch in epoch 0: it is empty ({data!r})")
-            epoch_length = length if length is not None else None
-            known_length = length
-        else:
-            known_length = epoch_length
         if (
             one_shot
-            and known_length is None
+            and epoch_length is None
             and max_steps is None
             and max_seconds is None
             and max_epochs is not None
@@ -122,17 +123,29 @@ class Loop(Generic[T]):
                 "one-shot iterator that gives one: pass a re-iterable (a list, a DataLoader, "
                 "...), or give epoch_length to cut the stream into epochs"
             )
-        self._run: Run[T] = Run(
+        cursor = DataCursor(
             data,
+            epoch_length=epoch_length,
+            one_shot=one_shot,
+            synced=sync is not None,
+            longest=uneven == "longest",
+        )
+        if cursor.length_hint == 0 and sync is None:
+            raise ValueError(f"data yielded no batch in epoch 0: it is empty ({data!r})")
+        agreement = None
+        if sync is not None:
+            config = _configuration(
+                self._events, one_shot, epoch_length, max_epochs, max_steps, max_seconds
+            )
+            agreement = Agreement(sync, longest=uneven == "longest", config=config)
+        self._run: Run[T] = Run(
+            cursor,
             max_epochs=max_epochs,
             max_steps=max_steps,
-            max_seconds=max_seconds,
+            budget=TimeBudget(clock, max_seconds),
             schedule=Schedule(self._events),
-            epoch_length=known_length,
-            clock=clock,
-            sync=sync,
+            agreement=agreement,
             signals=signals,
-            one_shot=one_shot,
         )
         self._iterator: RunIterator[T] | None = None
         # The C accelerator keeps the position of quiet steps to itself; this puts it on
@@ -155,7 +168,7 @@ class Loop(Generic[T]):
         Raises:
             TypeError: When it is not known, so that progress bars show no total.
         """
-        run = self._run
+        run = self._settled_run()
         total = run.total_steps()
         if total is None:
             raise TypeError(
@@ -164,7 +177,13 @@ class Loop(Generic[T]):
             )
         if not run.started and run.ends_before_start():
             return 0
-        return max(0, total - run.resumed_step - 1)
+        length = max(0, total - run.resumed_step - 1)
+        if length > sys.maxsize:
+            raise TypeError(
+                f"len(loop) is {length}, more than len() can return ({sys.maxsize}); "
+                "loop.state.total_steps has it"
+            )
+        return length
 
     def __bool__(self) -> bool:
         """Always True, as in dloop 0.1.0: ``if loop:`` never asks for ``len(loop)``."""
@@ -263,11 +282,22 @@ def _check_events(events: Mapping[Any, Event] | None) -> dict[Hashable, Event]:
     return checked
 
 
-def _check_sync(sync: object) -> None:
-    every = getattr(sync, "every_n_steps", None)
-    as_count("sync.every_n_steps", every)
-    if not callable(getattr(sync, "combine", None)):
-        raise TypeError(f"sync must have a method combine(flags), got {sync!r}")
+def _configuration(
+    events: Mapping[Hashable, Event],
+    one_shot: bool,
+    epoch_length: int | None,
+    max_epochs: int | None,
+    max_steps: int | None,
+    max_seconds: float | None,
+) -> str:
+    """What every process of a run must agree on, as text (its CRC is sent with every
+    agreement): the kind of data, the limits and the event triggers (not their keys, whose
+    reprs may differ between processes, and not condition functions)."""
+    triggers = sorted(
+        repr((e.every_n_steps, e.at_step, e.every_n_epochs, e.every_n_seconds, e.at_time))
+        for e in events.values()
+    )
+    return repr((one_shot, epoch_length, max_epochs, max_steps, max_seconds, triggers))
 
 
 def _finished() -> Generator[Any, None, None]:

@@ -57,7 +57,17 @@ class LoopEvents(metaclass=_LoopEventsType):
     INTERRUPTED: Final = LoopEvent("INTERRUPTED")
     """With ``TRAINING_END`` when a stop request (or a stop signal) ended the run."""
 
-    _members: ClassVar[tuple[LoopEvent, ...]] = (EPOCH_START, EPOCH_END, TRAINING_END, INTERRUPTED)
+    PADDING: Final = LoopEvent("PADDING")
+    """On a step that has no batch (``None``) on this process: with ``uneven="longest"``
+    and a ``sync``, a process whose data ended pads until the longest process's ends."""
+
+    _members: ClassVar[tuple[LoopEvent, ...]] = (
+        EPOCH_START,
+        EPOCH_END,
+        TRAINING_END,
+        INTERRUPTED,
+        PADDING,
+    )
 
     def __init__(self) -> None:
         raise TypeError("LoopEvents is a namespace of built-in events; it has no instances")

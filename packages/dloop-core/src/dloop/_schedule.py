@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 _BUILT_IN = tuple(LoopEvents)
 
 NEVER = 1 << 62
-"""A step beyond any run: the next step of a schedule with no step trigger."""
+"""A step beyond any run: the next step of a schedule with no step trigger. Every step a
+user gives is below it (SPEC rule 22)."""
+
+DEADLINE_RATIO_LIMIT = 2.0**50
+"""How many periods of every_n_seconds an elapsed time may hold: below it, ``k * period``
+and ``(k + 1) * period`` are distinct floats for every ``k`` that can occur."""
 
 
 def key_id(key: Hashable) -> str:
@@ -37,12 +42,25 @@ def next_multiple_step(after_step: int, every: int) -> int:
     return ((after_step + 1) // every + 1) * every - 1
 
 
-def next_deadline_index(elapsed: float, period: float) -> int:
-    """The smallest ``k >= 1`` with ``k * period > elapsed``."""
-    k = max(1, math.floor(elapsed / period) + 1)
-    while k * period <= elapsed:
+def next_deadline_index(elapsed: float, period: float, key: Hashable) -> int:
+    """The smallest ``k >= 1`` with ``k * period > elapsed``, in constant time.
+
+    Raises:
+        ValueError: When successive deadlines around ``elapsed`` cannot be told apart in
+            floating point (``elapsed / period`` near 2**52 or beyond), which would make
+            the event fire on every step or never; the message names the event ``key``.
+    """
+    ratio = elapsed / period
+    if ratio >= DEADLINE_RATIO_LIMIT:
+        raise ValueError(
+            f"events[{key!r}]: every_n_seconds={period!r} is too short for an elapsed time "
+            f"of {elapsed!r} s: successive deadlines cannot be told apart in floating point "
+            f"(the elapsed time may be at most {DEADLINE_RATIO_LIMIT:.0e} periods)"
+        )
+    k = max(1, math.floor(ratio) + 1)
+    if k * period <= elapsed:
         k += 1
-    while k > 1 and (k - 1) * period > elapsed:
+    elif k > 1 and (k - 1) * period > elapsed:
         k -= 1
     return k
 
@@ -51,10 +69,10 @@ class Schedule:
     """The compiled triggers of a loop's events and their position in the run."""
 
     __slots__ = (
-        "_events",
         "_seq",
         "conditions",
         "epoch_triggers",
+        "events",
         "singles",
         "step_heap",
         "time_heap",
@@ -62,7 +80,7 @@ class Schedule:
     _seq: itertools.count[int]
 
     def __init__(self, events: Mapping[Hashable, Event]) -> None:
-        self._events = events
+        self.events = events
         self.epoch_triggers: list[tuple[int, Hashable]] = [
             (event.every_n_epochs, key)
             for key, event in events.items()
@@ -97,7 +115,7 @@ class Schedule:
         """
         self.step_heap.clear()
         self.time_heap.clear()
-        for key, event in self._events.items():
+        for key, event in self.events.items():
             if event.every_n_steps is not None:
                 every = event.every_n_steps
                 step = next_multiple_step(after_step, every)
@@ -112,7 +130,7 @@ class Schedule:
                 if stored is not None and stored[0] == period:
                     k = int(stored[1])
                 else:
-                    k = next_deadline_index(elapsed, period)
+                    k = next_deadline_index(elapsed, period, key)
                 self.time_heap.append((k * period, self._next_seq(), key, period, k))
             if event.at_time is not None:
                 pending = record.get("at_time_pending")
@@ -139,7 +157,7 @@ class Schedule:
             _, _, key, period, _ = heapq.heappop(heap)
             fired.append(key)
             if period:
-                k = next_deadline_index(elapsed, period)
+                k = next_deadline_index(elapsed, period, key)
                 heapq.heappush(heap, (k * period, self._next_seq(), key, period, k))
 
     def fire_epoch_end(self, epoch: int, fired: list[Hashable]) -> None:
@@ -151,7 +169,7 @@ class Schedule:
     def time_state(self) -> dict[str, dict[str, Any]]:
         """The JSON-ready state of the time triggers, for ``Loop.state_dict``."""
         state: dict[str, dict[str, Any]] = {}
-        for key, event in self._events.items():
+        for key, event in self.events.items():
             if event.at_time is not None:
                 state.setdefault(key_id(key), {})["at_time_pending"] = []
         for deadline, _, key, period, k in sorted(self.time_heap, key=lambda entry: entry[:2]):

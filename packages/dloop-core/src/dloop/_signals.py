@@ -13,8 +13,48 @@ from typing import Any
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
+_STOP_SIGNAL_NAMES = (
+    "SIGTERM",
+    "SIGINT",
+    "SIGHUP",
+    "SIGQUIT",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGXCPU",
+    "SIGALRM",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGPWR",
+    "SIGBREAK",
+)
+"""Signals that ask a process to stop (schedulers send SIGTERM, SIGUSR1, SIGXCPU, ...);
+the real-time signals SIGRTMIN..SIGRTMAX are accepted too."""
+
+_FAULT_SIGNAL_NAMES = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGSYS")
+"""Signals of a fault: a Python handler returns to the faulting instruction, which faults
+again, forever."""
+
+
+def _stop_signals() -> frozenset[int]:
+    accepted = {getattr(signal, name) for name in _STOP_SIGNAL_NAMES if hasattr(signal, name)}
+    low, high = getattr(signal, "SIGRTMIN", None), getattr(signal, "SIGRTMAX", None)
+    if low is not None and high is not None:
+        accepted.update(range(low, high + 1))
+    return frozenset(int(sig) for sig in accepted)
+
+
+STOP_SIGNALS = _stop_signals()
+
+
 def as_signals(value: object) -> tuple[signal.Signals, ...]:
-    """Validate ``stop_signals``: a collection of signal numbers, usable on this thread."""
+    """Validate ``stop_signals``: signals that ask a process to stop, usable here.
+
+    Raises:
+        TypeError: Not a collection of ints.
+        ValueError: Not a signal number, a fault signal (SIGSEGV, SIGBUS, ...), one that
+            cannot be caught (SIGKILL, SIGSTOP), another signal that does not ask to stop
+            (SIGCHLD, SIGWINCH, ...), or given from a thread other than the main one.
+    """
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise TypeError(
             "stop_signals must be a collection of signals such as "
@@ -25,14 +65,29 @@ def as_signals(value: object) -> tuple[signal.Signals, ...]:
         if isinstance(item, bool) or not isinstance(item, int):
             raise TypeError(f"stop_signals item must be a signal number, got {item!r}")
         try:
-            result.append(signal.Signals(item))
+            sig = signal.Signals(item)
         except ValueError:
             raise ValueError(f"stop_signals item {item!r} is not a signal number") from None
-        if item in (signal.SIGKILL, getattr(signal, "SIGSTOP", None)):
-            raise ValueError(f"stop_signals item {result[-1].name} cannot be caught")
+        if int(sig) not in STOP_SIGNALS:
+            raise ValueError(f"stop_signals item {sig.name} {_why_not(sig)}")
+        result.append(sig)
     if result:
         check_main_thread()
     return tuple(dict.fromkeys(result))
+
+
+def _why_not(sig: signal.Signals) -> str:
+    accepted = ", ".join(name for name in _STOP_SIGNAL_NAMES if hasattr(signal, name))
+    if sig.name in _FAULT_SIGNAL_NAMES:
+        reason = (
+            "reports a fault (a handler in Python would return to the faulting instruction "
+            "and loop forever)"
+        )
+    elif sig.name in ("SIGKILL", "SIGSTOP"):
+        reason = "cannot be caught"
+    else:
+        reason = "does not ask a process to stop"
+    return f"{reason}; stop_signals takes {accepted} and the real-time signals"
 
 
 def check_main_thread() -> None:

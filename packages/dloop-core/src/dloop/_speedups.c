@@ -1,32 +1,42 @@
 /* dloop._speedups: an optional C iterator for the quiet steps of runs over sized data.
  *
- * ``Stepper(run, EMPTY)`` iterates like ``run.iterate()`` (the pure-Python generator in _run.py)
- * when the epoch length is known in advance. It only owns the per-step hot path: take the
- * next batch, count the step, read the clock once, and when no decision is due
- * (step < next_step and now < run.time_cell[0]) store step and now on the run and return
- * (batch, EMPTY). Everything else calls back into Python, on the run:
- *   run._begin() -> bool            the start of iteration (False: nothing to yield)
- *   run._open_sized_epoch() -> (iterator, last step of the epoch, next step to decide)
- *   run._raise_short_epoch()        raises the ValueError for data that ended early
- *   run._decide(step, now, epoch_end, last) -> (events, next step to decide)
- *   run.signals.restore()           when the iteration ends, fails, is closed or freed
- * The consumer's FOR_ITER calls straight into tp_iternext here: no Python frame runs on a
- * quiet step. Semantics follow the generator: errors propagate unchanged and end the
- * iteration (a StopIteration raised by a callback becomes RuntimeError, as PEP 479 does),
- * close() ends it, re-entering it raises ValueError.
+ * ``Stepper(run, EMPTY)`` iterates like ``Run._iterate_sized()`` (the pure-Python generator
+ * in _run.py): re-iterable data whose epoch lengths are known. It only owns the per-step hot
+ * path: take the next batch, count the step, read the clock once, and when no decision is
+ * due (step < next_step and floor <= now < run.time_cell[0], with a float reading) keep step
+ * and now and return (batch, EMPTY). Everything else calls back into Python, on the run:
+ *   run._begin() -> bool                 the start of iteration (False: nothing to yield)
+ *   run._open_sized_epoch() -> (iterator, next step to decide)
+ *   run._raise_short_epoch()             raises the ValueError for data that ended early
+ *   run._decide(step, now) -> (events, next step to decide, status)
+ *                                        status 0: go on, 1: the epoch ended, 2: the run did;
+ *                                        it stores run.step and run.now (checked) itself
+ *   run.signals.restore()                when the iteration ends, fails, is closed or freed
+ * Quiet steps keep step and now here; they are put on the run (flushed) before any callback
+ * and by ``settle()``. Only attribute access reaches the run, so any object works (a wrong
+ * one fails with an AttributeError or TypeError, never a crash). Semantics follow the
+ * generator: errors propagate unchanged and end the iteration (a StopIteration raised by a
+ * callback becomes RuntimeError, as PEP 479 does), close() ends it, re-entering it raises
+ * ValueError.
+ *
+ * Written for the limited API of CPython 3.10 (Py_LIMITED_API), so that one abi3 wheel
+ * serves every CPython from 3.10 on.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 
-#ifdef Py_T_OBJECT_EX
-#define DLOOP_T_OBJECT_EX Py_T_OBJECT_EX
-#else
-#define DLOOP_T_OBJECT_EX T_OBJECT_EX
+#ifndef Py_XSETREF /* not part of the limited API */
+#define Py_XSETREF(target, value)                                                          \
+    do {                                                                                   \
+        PyObject *_old = (PyObject *)(target);                                             \
+        (target) = (value);                                                                \
+        Py_XDECREF(_old);                                                                  \
+    } while (0)
 #endif
 
 enum { NOT_STARTED, BETWEEN_EPOCHS, IN_EPOCH, DONE };
+enum { GO_ON = 0, EPOCH_OVER = 1, FINISHED = 2 };
 
 typedef struct {
     PyObject_HEAD
@@ -40,60 +50,23 @@ typedef struct {
     PyObject *decide;      /* bound run._decide */
     PyObject *restore;     /* bound run.signals.restore */
     PyObject *iterator;    /* this epoch's iterator; NULL outside an epoch */
-    PyObject *last_obj;    /* the last step of this epoch, as an int */
     PyObject *result;      /* the last (batch, events) returned, reused when free */
-    PyObject *now;         /* the clock reading of the last step returned */
-    iternextfunc iternext;
-    Py_ssize_t step_offset; /* where Run's "step" and "now" slots live in the object */
-    Py_ssize_t now_offset;
+    PyObject *now;         /* the clock reading of the last step returned (a float) */
+    double floor;          /* its value: a reading below it is not quiet */
     long long step;
     long long next_step;
-    long long last;
     int state;
-    int decided;           /* the last step returned went through _decide */
+    int status;            /* what _decide said of the last step returned (-1: quiet) */
     int dirty;             /* step and now are newer here than on the run */
     int running;
 } Stepper;
 
-static PyObject *str_finished, *str_step, *str_now, *str_time_cell, *str_clock, *str_signals,
-    *str_restore, *str_begin, *str_open_sized_epoch, *str_raise_short_epoch, *str_decide;
+static PyObject *str_step, *str_now, *str_time_cell, *str_clock, *str_signals, *str_restore,
+    *str_begin, *str_open_sized_epoch, *str_raise_short_epoch, *str_decide;
 
 /* ------------------------------------------------------------------ helpers */
 
-static Py_ssize_t
-slot_offset(PyTypeObject *type, PyObject *name)
-{
-    PyObject *descr = PyObject_GetAttr((PyObject *)type, name);
-    if (descr == NULL) {
-        return -1;
-    }
-    Py_ssize_t offset = -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type == DLOOP_T_OBJECT_EX && !(member->flags & READONLY)) {
-            offset = member->offset;
-        }
-    }
-    Py_DECREF(descr);
-    if (offset < 0) {
-        PyErr_Format(PyExc_TypeError, "%s.%U must be a writable __slots__ attribute",
-                     type->tp_name, name);
-    }
-    return offset;
-}
-
-/* Store ``value`` (a new reference, stolen) in the object slot at ``offset``. */
-static inline void
-set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value)
-{
-    PyObject **address = (PyObject **)((char *)obj + offset);
-    PyObject *old = *address;
-    *address = value;
-    Py_XDECREF(old);
-}
-
-/* Quiet steps keep step and now here (an int object per step would cost about a tenth
- * of the loop); put them on the run before any Python code may look at it. */
+/* Put step and now of the last quiet step on the run. */
 static int
 flush(Stepper *self)
 {
@@ -104,9 +77,11 @@ flush(Stepper *self)
     if (step == NULL) {
         return -1;
     }
-    set_slot(self->run, self->step_offset, step);
-    Py_INCREF(self->now);
-    set_slot(self->run, self->now_offset, self->now);
+    int error = PyObject_SetAttr(self->run, str_step, step);
+    Py_DECREF(step);
+    if (error < 0 || PyObject_SetAttr(self->run, str_now, self->now) < 0) {
+        return -1;
+    }
     self->dirty = 0;
     return 0;
 }
@@ -126,6 +101,24 @@ as_long_long(PyObject *value, long long *result)
     return 0;
 }
 
+/* After run._decide stored the checked reading on the run: keep it as the floor. */
+static int
+read_back_now(Stepper *self)
+{
+    PyObject *now = PyObject_GetAttr(self->run, str_now);
+    if (now == NULL) {
+        return -1;
+    }
+    double value = PyFloat_AsDouble(now);
+    if (value == -1.0 && PyErr_Occurred()) {
+        Py_DECREF(now);
+        return -1;
+    }
+    Py_XSETREF(self->now, now);
+    self->floor = value;
+    return 0;
+}
+
 /* End the iteration: drop the epoch's iterator, put back signal handlers. Keeps any
  * exception that is set; returns -1 if restoring raised (that error is then set). */
 static int
@@ -142,6 +135,7 @@ finish(Stepper *self)
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
     PyObject *result = flush(self) < 0 ? NULL : PyObject_CallNoArgs(self->restore);
+    self->dirty = 0;
     if (result == NULL) {
         if (type != NULL) { /* like a `finally` that raises: the new error wins */
             PyErr_NormalizeException(&type, &value, &traceback);
@@ -204,17 +198,19 @@ pair(Stepper *self, PyObject *batch, PyObject *events)
     PyObject *result = self->result;
     Py_INCREF(events);
     if (result != NULL && Py_REFCNT(result) == 1) {
-        PyObject *old_batch = PyTuple_GET_ITEM(result, 0);
-        PyObject *old_events = PyTuple_GET_ITEM(result, 1);
-        PyTuple_SET_ITEM(result, 0, batch);
-        PyTuple_SET_ITEM(result, 1, events);
-        Py_INCREF(result);
+        /* PyTuple_SetItem steals the new items and releases the old ones. */
+        if (PyTuple_SetItem(result, 0, batch) < 0) {
+            Py_DECREF(events);
+            return NULL;
+        }
+        if (PyTuple_SetItem(result, 1, events) < 0) {
+            return NULL;
+        }
         /* the collector may have untracked it while it held atomic values only */
         if (!PyObject_GC_IsTracked(result)) {
             PyObject_GC_Track(result);
         }
-        Py_DECREF(old_batch);
-        Py_DECREF(old_events);
+        Py_INCREF(result);
         return result;
     }
     result = PyTuple_New(2);
@@ -223,8 +219,10 @@ pair(Stepper *self, PyObject *batch, PyObject *events)
         Py_DECREF(events);
         return NULL;
     }
-    PyTuple_SET_ITEM(result, 0, batch);
-    PyTuple_SET_ITEM(result, 1, events);
+    if (PyTuple_SetItem(result, 0, batch) < 0 || PyTuple_SetItem(result, 1, events) < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
     Py_INCREF(result);
     Py_XSETREF(self->result, result);
     return result;
@@ -251,7 +249,10 @@ start(Stepper *self)
     }
     int error = as_long_long(step, &self->step);
     Py_DECREF(step);
-    return error ? -1 : 1;
+    if (error < 0 || read_back_now(self) < 0) {
+        return -1;
+    }
+    return 1;
 }
 
 static int
@@ -264,91 +265,71 @@ open_epoch(Stepper *self)
     if (result == NULL) {
         return -1;
     }
-    if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 3 ||
-        !PyIter_Check(PyTuple_GET_ITEM(result, 0))) {
+    PyObject *iterator = NULL;
+    long long next_step = 0;
+    if (!PyTuple_Check(result) || PyTuple_Size(result) != 2 ||
+        !PyIter_Check(iterator = PyTuple_GetItem(result, 0))) {
         Py_DECREF(result);
         PyErr_SetString(PyExc_TypeError,
-                        "run._open_sized_epoch() must return (iterator, last, next_step)");
+                        "run._open_sized_epoch() must return (iterator, next_step)");
         return -1;
     }
-    long long last, next_step;
-    if (as_long_long(PyTuple_GET_ITEM(result, 1), &last) < 0 ||
-        as_long_long(PyTuple_GET_ITEM(result, 2), &next_step) < 0) {
+    if (as_long_long(PyTuple_GetItem(result, 1), &next_step) < 0) {
         Py_DECREF(result);
         return -1;
     }
-    PyObject *iterator = PyTuple_GET_ITEM(result, 0);
     Py_INCREF(iterator);
     Py_XSETREF(self->iterator, iterator);
-    PyObject *last_obj = PyTuple_GET_ITEM(result, 1);
-    Py_INCREF(last_obj);
-    Py_XSETREF(self->last_obj, last_obj);
     Py_DECREF(result);
-    self->iternext = Py_TYPE(iterator)->tp_iternext;
-    self->last = last;
     self->next_step = next_step;
-    self->decided = 0;
+    self->status = -1;
     self->state = IN_EPOCH;
     return 0;
 }
 
-/* What the generator does after yielding a decided step: end when the run finished,
- * close the epoch after its last step. Returns 1 when the run is over. */
-static int
-after_decided(Stepper *self)
-{
-    self->decided = 0;
-    PyObject *finished = PyObject_GetAttr(self->run, str_finished);
-    if (finished == NULL) {
-        return -1;
-    }
-    int is_finished = PyObject_IsTrue(finished);
-    Py_DECREF(finished);
-    if (is_finished) {
-        return is_finished < 0 ? -1 : 1;
-    }
-    if (self->step == self->last) {
-        Py_CLEAR(self->iterator);
-        self->state = BETWEEN_EPOCHS;
-    }
-    return 0;
-}
-
+/* Step ``step`` needs a decision: hand it to run._decide. Steals batch and now. */
 static PyObject *
-decided_step(Stepper *self, PyObject *batch, PyObject *step_obj, PyObject *now)
+decided_step(Stepper *self, PyObject *batch, long long step, PyObject *now)
 {
-    /* steals batch, step_obj and now (the latter two are stored on the run first) */
-    Py_INCREF(step_obj);
-    set_slot(self->run, self->step_offset, step_obj);
-    Py_INCREF(now);
-    set_slot(self->run, self->now_offset, now);
-    Py_INCREF(now);
-    Py_XSETREF(self->now, now);
-    self->dirty = 0;
-    PyObject *args[4] = {step_obj, now, self->step == self->last ? Py_True : Py_False,
-                         self->last_obj};
-    PyObject *result = PyObject_Vectorcall(self->decide, args, 4, NULL);
-    Py_DECREF(step_obj);
-    Py_DECREF(now);
+    PyObject *step_obj = NULL, *result = NULL;
+    long long next_step;
+    int status;
+    if (flush(self) < 0 || (step_obj = PyLong_FromLongLong(step)) == NULL) {
+        goto error;
+    }
+    self->step = step;
+    result = PyObject_CallFunctionObjArgs(self->decide, step_obj, now, NULL);
+    Py_CLEAR(step_obj);
+    Py_CLEAR(now);
     if (result == NULL) {
-        Py_DECREF(batch);
-        return NULL;
+        goto error;
     }
-    if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2) {
-        Py_DECREF(result);
-        Py_DECREF(batch);
-        PyErr_SetString(PyExc_TypeError, "run._decide() must return (events, next_step)");
-        return NULL;
+    if (!PyTuple_Check(result) || PyTuple_Size(result) != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "run._decide() must return (events, next_step, status)");
+        goto error;
     }
-    if (as_long_long(PyTuple_GET_ITEM(result, 1), &self->next_step) < 0) {
-        Py_DECREF(result);
-        Py_DECREF(batch);
-        return NULL;
+    if (as_long_long(PyTuple_GetItem(result, 1), &next_step) < 0) {
+        goto error;
     }
-    self->decided = 1;
-    PyObject *out = pair(self, batch, PyTuple_GET_ITEM(result, 0));
+    status = (int)PyLong_AsLong(PyTuple_GetItem(result, 2));
+    if (status == -1 && PyErr_Occurred()) {
+        goto error;
+    }
+    if (read_back_now(self) < 0) {
+        goto error;
+    }
+    self->next_step = next_step;
+    self->status = status;
+    PyObject *out = pair(self, batch, PyTuple_GetItem(result, 0));
     Py_DECREF(result);
     return out;
+error:
+    Py_XDECREF(step_obj);
+    Py_XDECREF(now);
+    Py_XDECREF(result);
+    Py_DECREF(batch);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ __next__ */
@@ -356,7 +337,7 @@ decided_step(Stepper *self, PyObject *batch, PyObject *step_obj, PyObject *now)
 static PyObject *
 stepper_next_locked(Stepper *self)
 {
-    if (self->state != IN_EPOCH || self->decided) {
+    if (self->state != IN_EPOCH || self->status > GO_ON) {
         int status;
         if (self->state == DONE) {
             return NULL;
@@ -367,25 +348,24 @@ stepper_next_locked(Stepper *self)
                 return status < 0 ? fail(self) : (finish(self), NULL);
             }
         }
-        if (self->decided) {
-            status = after_decided(self);
-            if (status != 0) {
-                return status < 0 ? fail(self) : (finish(self), NULL);
-            }
+        if (self->status == FINISHED) {
+            finish(self);
+            return NULL;
+        }
+        if (self->status == EPOCH_OVER) {
+            Py_CLEAR(self->iterator);
+            self->state = BETWEEN_EPOCHS;
         }
         if (self->state == BETWEEN_EPOCHS && open_epoch(self) < 0) {
             return fail(self);
         }
     }
 
-    /* --- hot path: one batch, one clock reading, two compares, two stores --- */
-    PyObject *batch = self->iternext(self->iterator);
+    /* --- hot path: one batch, one clock reading, three compares, two stores --- */
+    PyObject *batch = PyIter_Next(self->iterator);
     if (batch == NULL) {
         if (PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
-                return fail(self);
-            }
-            PyErr_Clear();
+            return fail(self);
         }
         /* Exhausted before the epoch's last step: the same ValueError as the generator. */
         PyObject *result = flush(self) < 0 ? NULL : PyObject_CallNoArgs(self->short_epoch);
@@ -401,45 +381,25 @@ stepper_next_locked(Stepper *self)
         Py_DECREF(batch);
         return fail(self);
     }
-    int quiet = 0;
-    if (step < self->next_step) {
-        PyObject *cell = self->cell;
-        if (PyList_GET_SIZE(cell) < 1) {
-            PyErr_SetString(PyExc_RuntimeError, "run.time_cell must hold one item");
+    if (step < self->next_step && PyFloat_CheckExact(now)) {
+        PyObject *due = PyList_GetItem(self->cell, 0); /* borrowed */
+        if (due == NULL) {
             Py_DECREF(now);
             Py_DECREF(batch);
             return fail(self);
         }
-        PyObject *due = PyList_GET_ITEM(cell, 0);
-        if (PyFloat_CheckExact(now) && PyFloat_CheckExact(due)) {
-            quiet = PyFloat_AS_DOUBLE(now) < PyFloat_AS_DOUBLE(due);
-        }
-        else {
-            Py_INCREF(due);
-            quiet = PyObject_RichCompareBool(now, due, Py_LT);
-            Py_DECREF(due);
-            if (quiet < 0) {
-                Py_DECREF(now);
-                Py_DECREF(batch);
-                return fail(self);
-            }
+        double value = PyFloat_AsDouble(now);
+        if (PyFloat_CheckExact(due) && self->floor <= value && value < PyFloat_AsDouble(due)) {
+            self->step = step;
+            self->floor = value;
+            Py_XSETREF(self->now, now);
+            self->dirty = 1;
+            self->status = -1;
+            PyObject *out = pair(self, batch, self->empty);
+            return out == NULL ? fail(self) : out;
         }
     }
-    if (quiet) {
-        self->step = step;
-        Py_XSETREF(self->now, now);
-        self->dirty = 1;
-        PyObject *out = pair(self, batch, self->empty);
-        return out == NULL ? fail(self) : out;
-    }
-    PyObject *step_obj = PyLong_FromLongLong(step);
-    if (step_obj == NULL) {
-        Py_DECREF(now);
-        Py_DECREF(batch);
-        return fail(self);
-    }
-    self->step = step;
-    PyObject *result = decided_step(self, batch, step_obj, now);
+    PyObject *result = decided_step(self, batch, step, now);
     return result == NULL ? fail(self) : result;
 }
 
@@ -465,30 +425,24 @@ stepper_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTuple(args, "OO!:Stepper", &run, &PyFrozenSet_Type, &empty)) {
         return NULL;
     }
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+    if (kwargs != NULL && PyDict_Size(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "Stepper takes no keyword arguments");
         return NULL;
     }
-    Stepper *self = PyObject_GC_New(Stepper, type);
+    allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
+    Stepper *self = (Stepper *)alloc(type, 0);
     if (self == NULL) {
         return NULL;
     }
     self->run = Py_NewRef(run);
     self->empty = Py_NewRef(empty);
-    self->clock = self->cell = self->begin = self->open_epoch = NULL;
-    self->short_epoch = self->decide = self->restore = self->iterator = NULL;
-    self->last_obj = self->result = self->now = NULL;
-    self->iternext = NULL;
     self->step = -1;
-    self->next_step = self->last = 0;
+    self->floor = 0.0;
     self->state = NOT_STARTED;
-    self->decided = self->running = self->dirty = 0;
-    PyObject_GC_Track(self);
+    self->status = -1;
 
     PyObject *signals = NULL;
-    if ((self->step_offset = slot_offset(Py_TYPE(run), str_step)) < 0 ||
-        (self->now_offset = slot_offset(Py_TYPE(run), str_now)) < 0 ||
-        (self->clock = PyObject_GetAttr(run, str_clock)) == NULL ||
+    if ((self->clock = PyObject_GetAttr(run, str_clock)) == NULL ||
         (self->cell = PyObject_GetAttr(run, str_time_cell)) == NULL ||
         (self->begin = PyObject_GetAttr(run, str_begin)) == NULL ||
         (self->open_epoch = PyObject_GetAttr(run, str_open_sized_epoch)) == NULL ||
@@ -501,8 +455,8 @@ stepper_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     Py_DECREF(signals);
-    if (!PyList_CheckExact(self->cell)) {
-        PyErr_SetString(PyExc_TypeError, "run.time_cell must be a list");
+    if (!PyList_CheckExact(self->cell) || PyList_Size(self->cell) != 1) {
+        PyErr_SetString(PyExc_TypeError, "run.time_cell must be a list of one float");
         Py_DECREF(self);
         return NULL;
     }
@@ -523,7 +477,6 @@ stepper_traverse(Stepper *self, visitproc visit, void *arg)
     Py_VISIT(self->decide);
     Py_VISIT(self->restore);
     Py_VISIT(self->iterator);
-    Py_VISIT(self->last_obj);
     Py_VISIT(self->result);
     Py_VISIT(self->now);
     return 0;
@@ -542,13 +495,13 @@ stepper_clear(Stepper *self)
     Py_CLEAR(self->decide);
     Py_CLEAR(self->restore);
     Py_CLEAR(self->iterator);
-    Py_CLEAR(self->last_obj);
     Py_CLEAR(self->result);
     Py_CLEAR(self->now);
     return 0;
 }
 
-/* Freed while running: put the signal handlers back, like a generator's `finally`. */
+/* Freed (or collected) while running: put the signal handlers back, like a generator's
+ * `finally`. The collector calls it before stepper_clear; dealloc calls it too. */
 static void
 stepper_finalize(Stepper *self)
 {
@@ -558,7 +511,7 @@ stepper_finalize(Stepper *self)
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
     if (finish(self) < 0) {
-        PyErr_WriteUnraisable((PyObject *)self);
+        PyErr_WriteUnraisable(self->run); /* not self: dealloc calls this at refcount 0 */
     }
     PyErr_Restore(type, value, traceback);
 }
@@ -566,13 +519,12 @@ stepper_finalize(Stepper *self)
 static void
 stepper_dealloc(Stepper *self)
 {
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
-        return; /* resurrected */
-    }
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    stepper_finalize(self); /* calls back into the run only, never with this object */
     stepper_clear(self);
-    type->tp_free(self);
+    freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    tp_free(self);
     Py_DECREF(type);
 }
 
@@ -660,10 +612,10 @@ intern(PyObject **target, const char *text)
 static int
 speedups_exec(PyObject *module)
 {
-    if (intern(&str_finished, "finished") < 0 || intern(&str_step, "step") < 0 ||
-        intern(&str_now, "now") < 0 || intern(&str_time_cell, "time_cell") < 0 ||
-        intern(&str_clock, "clock") < 0 || intern(&str_signals, "signals") < 0 ||
-        intern(&str_restore, "restore") < 0 || intern(&str_begin, "_begin") < 0 ||
+    if (intern(&str_step, "step") < 0 || intern(&str_now, "now") < 0 ||
+        intern(&str_time_cell, "time_cell") < 0 || intern(&str_clock, "clock") < 0 ||
+        intern(&str_signals, "signals") < 0 || intern(&str_restore, "restore") < 0 ||
+        intern(&str_begin, "_begin") < 0 ||
         intern(&str_open_sized_epoch, "_open_sized_epoch") < 0 ||
         intern(&str_raise_short_epoch, "_raise_short_epoch") < 0 ||
         intern(&str_decide, "_decide") < 0) {

@@ -7,29 +7,58 @@ import numbers
 import operator
 from collections.abc import Collection
 
+COUNT_LIMIT = 1 << 62
+"""Every count, limit, step and epoch is an int below this (SPEC rule 22); the loop keeps
+``1 << 62`` itself as its "never" step, and the C accelerator's 64-bit counters stay far
+from overflow."""
+
+SECONDS_LIMIT = 1e12
+"""Every time value (a limit, a trigger, an elapsed time) is below this many seconds (about
+31,700 years), so that the agreement protocol carries it as microseconds in an int below
+2**62."""
+
+MIN_PERIOD = 1e-6
+"""The shortest ``every_n_seconds``: one microsecond, the resolution of agreed times."""
+
 
 def _describe(value: object) -> str:
     return f"{value!r} (a {type(value).__name__})"
 
 
 def as_count(name: str, value: object, *, minimum: int = 1) -> int:
-    """Return ``value`` as an int >= ``minimum``; bools and floats are rejected."""
+    """Return ``value`` as an int from ``minimum`` to below 2**62; bools and floats are
+    rejected."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {_describe(value)}")
+        raise TypeError(f"{name} must be an int >= {minimum} and < 2**62, got {_describe(value)}")
     result = operator.index(value)
-    if result < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {result!r}")
+    if not minimum <= result < COUNT_LIMIT:
+        raise ValueError(f"{name} must be an int >= {minimum} and < 2**62, got {result!r}")
     return result
 
 
-def as_seconds(name: str, value: object, *, allow_zero: bool) -> float:
-    """Return ``value`` as a finite float (> 0, or >= 0 with ``allow_zero``)."""
-    bound = ">= 0" if allow_zero else "> 0"
+def as_seconds(
+    name: str, value: object, *, allow_zero: bool, minimum: float | None = None
+) -> float:
+    """Return ``value`` as a finite float below 1e12 (> 0, or >= 0 with ``allow_zero``,
+    or >= ``minimum`` when given)."""
+    bound = f">= {minimum:g}" if minimum is not None else (">= 0" if allow_zero else "> 0")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number {bound}, got {_describe(value)}")
-    result = float(value)
-    if not math.isfinite(result) or result < 0 or (result == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        raise TypeError(
+            f"{name} must be a finite number {bound} and < 1e12 seconds, got {_describe(value)}"
+        )
+    try:
+        result = float(value)
+    except OverflowError:  # an int too large for a float
+        result = math.inf
+    if (
+        not math.isfinite(result)
+        or result < (minimum or 0.0)
+        or (result == 0 and not allow_zero)
+        or result >= SECONDS_LIMIT
+    ):
+        raise ValueError(
+            f"{name} must be a finite number {bound} and < 1e12 seconds, got {value!r}"
+        )
     return result
 
 
