@@ -185,5 +185,5 @@ def test_a_state_dict_that_is_refused_does_not_warn() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ValueError, match="state dict position is inconsistent"):
+        with pytest.raises(ValueError, match="state dict key 'epoch' has -1"):
             resume(DataLoader(8, RandomSampler(8)), state)

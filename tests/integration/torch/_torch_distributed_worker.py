@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,16 @@ def main() -> None:
         return all_reduce(tensor, *args, **kwargs)
 
     dist.all_reduce = counting_all_reduce
+    combines = 0
+
+    class CountingSync(DistributedSync):
+        def combine(self, flags: Sequence[int]) -> tuple[int, ...]:
+            nonlocal combines
+            combines += 1
+            return super().combine(flags)
+
     try:
-        sync = DistributedSync(every_n_steps=EVERY_N_STEPS)
+        sync = CountingSync(every_n_steps=EVERY_N_STEPS)
         agreed = trace(
             make_loop(int(rank), sync), rank=int(rank), scenario=scenario, collective=True
         )
@@ -111,7 +120,9 @@ def main() -> None:
         dist.all_reduce = all_reduce
         dist.destroy_process_group()
     Path(output).write_text(
-        json.dumps({"alone": alone, "agreed": agreed, "reductions": reductions})
+        json.dumps(
+            {"alone": alone, "agreed": agreed, "reductions": reductions, "combines": combines}
+        )
     )
 
 

@@ -180,8 +180,8 @@ def test_iter_from_starts_at_the_given_batch_of_the_current_epoch() -> None:
     ("start", "error", "message"),
     [
         (5, ValueError, "cannot resume at batch 5 of the epoch: the DataLoader has 4 batches"),
-        (-1, ValueError, "start must be an int >= 0, got -1"),
-        (1.0, TypeError, "start must be an int >= 0, got 1.0"),
+        (-1, ValueError, "start must be an int >= 0.*, got -1"),
+        (1.0, TypeError, "start must be an int >= 0.*, got 1.0"),
     ],
 )
 def test_iter_from_rejects_a_start_outside_the_epoch(

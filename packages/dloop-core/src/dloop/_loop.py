@@ -232,7 +232,7 @@ class Loop(Generic[T]):
         if self._run.started:
             raise RuntimeError("load_state_dict must be called before iterating the loop")
         load_state_dict(self._run, state)
-        warn_if_order_differs(self._run.data, state)
+        warn_if_order_differs(self._run.cursor.data, state)
 
     def close(self) -> None:
         """Stop iterating and put back stop-signal handlers; the loop yields nothing more."""
