@@ -9,7 +9,6 @@ disturbed it would show in the recorded draws.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Callable
@@ -229,8 +228,7 @@ def test_prepare_keeps_the_order_the_dataloader_gives_by_itself(sampler: str, se
         for target in {id(target): target for target in targets}.values():
             if hasattr(target, "set_epoch"):
                 target.set_epoch(epoch)
-        # As the loop does: len(loader) batches, without asking the iterator for more.
-        for batch in itertools.islice(loader, len(loader)):
+        for batch in loader:
             by_hand.append([int(i) for i in torch.as_tensor(batch).flatten()])
             torch.rand(())  # the same draws as train()'s step
     assert through_prepare == by_hand
@@ -246,6 +244,25 @@ def test_the_issue_table_24_samples_in_batches_of_4(seeded: bool, cut: int) -> N
             dataset, "shuffle", batch_size=4, drop_last=False, workers=0, seeded=seeded
         )
 
+    check_every_cut(build, [cut])
+
+
+@pytest.mark.parametrize("sampler", ["shuffle", "unbatched", "batch-sampler"])
+@pytest.mark.parametrize("cut", [5, 11], ids=["end-of-epoch-0", "end-of-epoch-1"])
+def test_a_resume_at_an_epoch_end_sees_the_next_epochs_uninterrupted_order(
+    sampler: str, cut: int
+) -> None:
+    """Epochs of 6 full batches: the sampler's last draw comes only when its iterator is
+    asked once more after the last index, which the loop does only in the uninterrupted
+    run (when it opens the next epoch)."""
+    size = {"shuffle": 24, "unbatched": 6, "batch-sampler": 24}[sampler]
+
+    def build() -> DataLoader[Any]:
+        return make_loader(
+            RecordingDataset(size), sampler, batch_size=4, drop_last=False, workers=0, seeded=True
+        )
+
+    assert len(build()) == 6
     check_every_cut(build, [cut])
 
 

@@ -207,10 +207,13 @@ class PreparedData(Generic[T]):
         draws_base_seed = self._draws_base_seed(loader)
         replay = order.begin(self._epoch, start, draws_base_seed=draws_base_seed)
         if replay is None:
-            return _first_iter(data, loader, draws_base_seed=draws_base_seed)
-        if skips_by_index(data):
-            return iter(loader_from(data, start, sources=order.sources, epoch_start=replay))
-        return self._replayed(data, loader, start, replay)
+            batches = _first_iter(data, loader, draws_base_seed=draws_base_seed)
+        elif skips_by_index(data):
+            batches = iter(loader_from(data, start, sources=order.sources, epoch_start=replay))
+        else:
+            batches = self._replayed(data, loader, start, replay)
+        length = _length(data) if isinstance(data, Sized) else None
+        return batches if length is None else _to_the_end(batches, length - start)
 
     def _replayed(
         self, data: Iterable[T], loader: DataLoader[Any], start: int, replay: EpochStart
@@ -296,6 +299,28 @@ def _first_iter(
         return _started(iter(data))
     finally:
         loader.generator = saved
+
+
+def _to_the_end(batches: Iterator[T], count: int) -> Iterator[T]:
+    """``batches``, the last of ``count`` handed out only after asking for one more.
+
+    So the epoch's iterator has run out (and its sampler made its last draws, such as
+    the permutation a ``RandomSampler`` draws after its last index) when the loop gets
+    the epoch's last batch, whether the loop asks again or not: a state dict saved on
+    that step holds the generators as the next epoch will find them.
+    """
+    for index, batch in enumerate(batches, start=1):
+        if index == count:
+            extra = next(batches, _END)
+            yield batch
+            if extra is not _END:  # more than len(): the loop reports it
+                yield extra
+                yield from batches
+            return
+        yield batch
+
+
+_END: Any = object()
 
 
 def _started(batches: Iterator[T]) -> Iterator[T]:
