@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from dloop import Event, Loop
+from dloop import Event, Loop, LoopEvents
 from dloop_jax import DevicePrefetch, prefetch_to_device
 
 Batch = dict[str, Any]
@@ -264,13 +264,13 @@ def test_a_transfer_error_reaches_the_loop_after_the_batches_before_it() -> None
 
 @pytest.mark.parametrize("size", [0, -1])
 def test_size_below_one_is_refused(size: int) -> None:
-    with pytest.raises(ValueError, match=rf"size must be an int >= 1, got {size}"):
+    with pytest.raises(ValueError, match=rf"size must be an int >= 1.*, got {size}"):
         prefetch_to_device(host_batches(1), size=size)
 
 
 @pytest.mark.parametrize("size", [True, 2.0, "2", None])
 def test_size_that_is_not_an_int_is_refused(size: Any) -> None:
-    with pytest.raises(TypeError, match=r"size must be an int >= 1, got .* \(a "):
+    with pytest.raises(TypeError, match=r"size must be an int >= 1.*, got .* \(a "):
         prefetch_to_device(host_batches(1), size=size)
 
 
@@ -332,6 +332,17 @@ def test_the_host_batches_are_left_as_they_were() -> None:
         ):
             assert type(leaf) is np.ndarray
             np.testing.assert_array_equal(leaf, expected)
+
+
+def test_over_a_one_shot_stream_the_run_ends_where_the_stream_does() -> None:
+    """Rule 24 through the wrapper: the stream's end is the run's, with TRAINING_END."""
+    stream = prefetch_to_device(iter(host_batches(3)), size=2)
+
+    with pytest.warns(UserWarning, match="ended"):
+        events = [fired for _, fired in Loop(stream, max_steps=10)]
+
+    assert len(events) == 3
+    assert LoopEvents.TRAINING_END in events[-1]
 
 
 def test_over_a_one_shot_stream_prefetch_reads_size_batches_past_the_run() -> None:

@@ -181,6 +181,28 @@ def test_a_run_over_a_prepared_stream_takes_no_batch_it_does_not_yield() -> None
     assert ids(next(source)) == [2]
 
 
+def test_a_prepared_stream_that_runs_out_ends_the_run_with_training_end() -> None:
+    with pytest.warns(UserWarning, match="ended") as caught:
+        got = [(ids(batch), events) for batch, events in Loop(prepare(stream(3)), max_steps=10)]
+
+    assert [batch for batch, _ in got] == [[0], [1], [2]]
+    assert LoopEvents.TRAINING_END in got[-1][1]
+    assert "max_steps" in str(caught[0].message)
+
+
+def test_a_prepared_stream_cut_into_epochs_resumes_where_it_was() -> None:
+    first = Loop(prepare(stream(20)), max_epochs=3, epoch_length=4)
+    for _ in first:
+        if first.state.step == 5:  # epoch 1, batch 1
+            state = first.state_dict()
+            break
+
+    resumed = Loop(prepare(stream(20)), max_epochs=3, epoch_length=4)
+    resumed.load_state_dict(state)
+
+    assert [ids(batch) for batch, _ in resumed] == [[i] for i in range(6, 12)]
+
+
 class SharedStorageBatch(MutableMapping[str, Any]):
     """A mapping over a storage dict that a shallow copy shares (as some batch types do)."""
 
