@@ -369,8 +369,14 @@ def prepare(
       sampler, batch sampler, the batch sampler's sampler and dataset, where they have
       it, each object once, so that a ``DistributedSampler`` reshuffles every epoch;
     - resumes inside an epoch by skipping indices in the batch sampler: the skipped
-      samples are never loaded (a DataLoader over an IterableDataset is read and the
-      skipped batches dropped);
+      samples are never loaded, and the epoch's order is the uninterrupted one, a
+      ``shuffle=True`` loader's included (the state dict carries the states of the
+      generators it draws from; torch's global generator is left as you restore it). A
+      DataLoader subclass or wrapper keeps its own iteration: it is read and the skipped
+      batches dropped, with the same order. A DataLoader over an IterableDataset is read
+      and the skipped batches dropped; a torchdata ``StatefulDataLoader`` over one resumes
+      from its own state, carried in the state dict;
+    - over a one-shot iterator, is one-shot itself (the loop's rule for streams holds);
     - with a CUDA ``device``, copies each batch (tensors nested in tuples, lists, dicts,
       namedtuples and dataclasses) ``prefetch`` batches ahead, non-blocking from pinned
       memory on a side stream; the stream of the code that uses a batch waits for its
@@ -389,7 +395,12 @@ def prepare(
     Raises:
         TypeError, ValueError: For a ``dataloader`` that is not iterable, a ``prefetch``
             that is not an int >= 1, or a ``device`` torch cannot parse or this machine
-            does not have (such as ``"cuda"`` without CUDA).
+            does not have (such as ``"cuda"`` without CUDA, or ``"mps"``).
+
+    Warns:
+        UserWarning: At ``prepare``, when persistent workers must restart every epoch
+            (a dataset with ``set_epoch``); at ``state_dict()``, for a sampler whose order
+            a resume cannot reproduce.
     """
     if isinstance(dataloader, Iterator):
         return _OneShotPreparedData(dataloader, device=device, prefetch=prefetch)
