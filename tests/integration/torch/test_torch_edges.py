@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import torch
-from _torch_data import RecordingDataset
-from torch.utils.data import DataLoader, Dataset
+from _torch_data import RecordingDataset, SeedableRandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from dloop import Loop, LoopEvents
 from dloop_torch import prepare
@@ -63,16 +63,20 @@ def train(build: Any, *, stop_at: int | None = None, checkpoint: Any = None) -> 
     return seen, (json.dumps(loop.state_dict()), torch.get_rng_state())
 
 
-@pytest.mark.parametrize("kind", ["subclass", "wrapper"])
+@pytest.mark.parametrize("kind", ["subclass", "wrapper", "accelerate-like"])
 @pytest.mark.parametrize("cut", [2, 7, 11])
 def test_a_loader_dloop_does_not_know_keeps_its_own_iteration_and_order_on_resume(
     kind: str, cut: int
 ) -> None:
+    """Also the user's own draws from the global generator: the replay's are undone."""
     dataset = RecordingDataset(18)
 
     def build() -> Any:
         if kind == "subclass":
             return DictLoader(dataset, batch_size=4, shuffle=True)
+        if kind == "accelerate-like":  # Accelerate's loader with use_seedable_sampler=True
+            sampler = SeedableRandomSampler(dataset, data_seed=3)
+            return DictLoader(dataset, batch_sampler=BatchSampler(sampler, 4, drop_last=False))
         return Wrapper(DataLoader(dataset, batch_size=4, shuffle=True))
 
     uninterrupted, _ = train(build)
@@ -81,7 +85,8 @@ def test_a_loader_dloop_does_not_know_keeps_its_own_iteration_and_order_on_resum
     resumed, _ = train(build, checkpoint=checkpoint)
 
     assert resumed == uninterrupted[cut + 1 :]
-    assert {(name, source) for name, source, _, _ in resumed} == {("dict", kind)}
+    source = "subclass" if kind == "accelerate-like" else kind
+    assert {(name, origin) for name, origin, _, _ in resumed} == {("dict", source)}
 
 
 def test_a_subclass_is_read_and_the_done_batches_dropped() -> None:

@@ -153,12 +153,14 @@ def record(sources: Sources, epoch: int, *, draws_base_seed: bool) -> EpochStart
 @contextmanager
 def replaying(sources: Sources, start: EpochStart | None) -> Iterator[None]:
     """Inside: the sources as they were at ``start`` (nothing changes for None). After:
-    torch's global generator back as it was before; the loader's generators are left as
-    the replayed draws leave them, where the uninterrupted run's would be."""
+    torch's global generator back as it was before, whatever was drawn from it inside
+    (the draws of a replay, samples loaded to be dropped: the uninterrupted run made
+    them before the state the user restored); the loader's generators are left as the
+    replayed draws leave them, where the uninterrupted run's would be."""
     if start is None:
         yield
         return
-    user_state = torch.get_rng_state() if start.global_state is not None else None
+    user_state = torch.get_rng_state()
     if start.global_state is not None:
         torch.set_rng_state(start.global_state)
     for generator, state in zip(sources.generators, start.generator_states, strict=True):
@@ -166,8 +168,7 @@ def replaying(sources: Sources, start: EpochStart | None) -> Iterator[None]:
     try:
         yield
     finally:
-        if user_state is not None:
-            torch.set_rng_state(user_state)
+        torch.set_rng_state(user_state)
 
 
 def encode_state(state: torch.Tensor) -> str:
