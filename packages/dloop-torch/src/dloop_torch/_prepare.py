@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator, Sized
-from itertools import chain
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -12,6 +11,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
+from dloop_torch._epoch import first_iter, to_the_end
 from dloop_torch._order import EpochStart, Order, replaying
 from dloop_torch._resume import (
     drop_first,
@@ -207,13 +207,13 @@ class PreparedData(Generic[T]):
         draws_base_seed = self._draws_base_seed(loader)
         replay = order.begin(self._epoch, start, draws_base_seed=draws_base_seed)
         if replay is None:
-            batches = _first_iter(data, loader, draws_base_seed=draws_base_seed)
+            batches = first_iter(data, loader, draws_base_seed=draws_base_seed)
         elif skips_by_index(data):
             batches = iter(loader_from(data, start, sources=order.sources, epoch_start=replay))
         else:
             batches = self._replayed(data, loader, start, replay)
         length = _length(data) if isinstance(data, Sized) else None
-        return batches if length is None else _to_the_end(batches, length - start)
+        return batches if length is None else to_the_end(batches, length - start)
 
     def _replayed(
         self, data: Iterable[T], loader: DataLoader[Any], start: int, replay: EpochStart
@@ -223,7 +223,7 @@ class PreparedData(Generic[T]):
         random sources as they were at the epoch's start."""
         assert self._order is not None
         with replaying(self._order.sources, replay):
-            batches = _first_iter(
+            batches = first_iter(
                 data, loader, draws_base_seed=replay.draws_base_seed, pull=not start
             )
             if start:
@@ -282,52 +282,6 @@ class _OneShotPreparedData(PreparedData[T], Iterator[T]):
         """The stream after its next ``start`` batches, which are read and dropped."""
         self._pass = super().iter_from(start)
         return self
-
-
-def _first_iter(
-    data: Iterable[T], loader: DataLoader[Any], *, draws_base_seed: bool, pull: bool = False
-) -> Iterator[T]:
-    """``iter(data)``; with ``pull``, its first batch is drawn now, so that the epoch's
-    first random draws happen now. Without ``draws_base_seed`` (persistent workers that
-    the uninterrupted run would still have), the base seed of new workers comes from a
-    throwaway generator, so that the loader's own generators are not drawn from."""
-    if draws_base_seed:
-        return _started(iter(data)) if pull else iter(data)
-    saved = loader.generator
-    loader.generator = torch.Generator()
-    try:
-        return _started(iter(data))
-    finally:
-        loader.generator = saved
-
-
-def _to_the_end(batches: Iterator[T], count: int) -> Iterator[T]:
-    """``batches``, the last of ``count`` handed out only after asking for one more.
-
-    So the epoch's iterator has run out (and its sampler made its last draws, such as
-    the permutation a ``RandomSampler`` draws after its last index) when the loop gets
-    the epoch's last batch, whether the loop asks again or not: a state dict saved on
-    that step holds the generators as the next epoch will find them.
-    """
-    for index, batch in enumerate(batches, start=1):
-        if index == count:
-            extra = next(batches, _END)
-            yield batch
-            if extra is not _END:  # more than len(): the loop reports it
-                yield extra
-                yield from batches
-            return
-        yield batch
-
-
-_END: Any = object()
-
-
-def _started(batches: Iterator[T]) -> Iterator[T]:
-    """``batches`` with its first item drawn now (and handed out first)."""
-    for first in batches:
-        return chain((first,), batches)
-    return batches
 
 
 def _length(data: Sized) -> int | None:
