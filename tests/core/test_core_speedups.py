@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 import os
 import subprocess
 import sys
+import warnings
 import weakref
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,9 @@ class Faults:
     data_stop_at: int | None = None  # the data ends early (StopIteration) at this index
     clock_error_at: int | None = None  # the clock raises on this reading
     clock_stop_at: int | None = None  # the clock raises StopIteration on this reading
+    clock_nan_at: int | None = None  # this reading is NaN (rule 23)
+    clock_back_at: int | None = None  # from this reading on, the clock is 3 s behind (rule 23)
+    data_more_at: int | None = None  # the data yields one batch more than its len in this epoch
     stop_in_body_of: int | None = None
     close_in_body_of: int | None = None
     break_in_body_of: int | None = None
@@ -60,20 +65,23 @@ class Faults:
 class Data:
     """Sized, re-iterable data whose iterators can fail as ``faults`` says."""
 
-    def __init__(self, length: int, faults: Faults) -> None:
+    def __init__(self, length: int, faults: Faults, *, varying: bool = False) -> None:
         self.length = length
         self.faults = faults
+        self.varying = varying  # odd epochs are one batch longer (rule 25)
         self.epochs: list[int] = []
 
     def __len__(self) -> int:
-        return self.length
+        epoch = self.epochs[-1] if self.epochs else 0
+        return self.length + (epoch % 2 if self.varying else 0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epochs.append(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epochs[-1] if self.epochs else -1
-        for index in range(self.length):
+        more = 1 if epoch == self.faults.data_more_at else 0
+        for index in range(len(self) + more):
             if index == self.faults.data_error_at:
                 raise Boom(f"data {index}")
             if index == self.faults.data_stop_at:
@@ -98,7 +106,41 @@ class FaultyClock(ManualClock):
             raise Boom(f"clock {reading}")
         if reading == self.faults.clock_stop_at:
             raise StopIteration
-        return super().__call__()
+        now = super().__call__()
+        if reading == self.faults.clock_nan_at:
+            return math.nan
+        back_at = self.faults.clock_back_at
+        if back_at is not None and reading >= back_at:
+            return now - 3.0
+        return now
+
+
+class OtherProcessSync:
+    """A sync for one process that answers as if a second process took part whose data of
+    every pass ends ``offset`` batches earlier (``uneven="shortest"``) or later
+    (``"longest"``), and whose clock is ``ahead`` microseconds ahead (rule 28)."""
+
+    CAP = 2**62 - 1
+
+    def __init__(self, every_n_steps: int, offset: int, ahead: int, *, longest: bool) -> None:
+        self.every_n_steps = every_n_steps
+        self.offset = offset
+        self.ahead = ahead
+        self.longest = longest
+        self.run: Any = None
+        self.other_last = -1  # where the other process's current pass ends, as a step
+
+    def combine(self, flags: Sequence[int]) -> Sequence[int]:
+        step = self.run.step  # the step being decided, or the one before an epoch opens
+        count = flags[4] if self.longest else self.CAP - flags[4]
+        if count > 0 or step > self.other_last:
+            # The other's pass ends `offset` from ours (when ours is known from here).
+            self.other_last = step + count + (self.offset if self.longest else -self.offset)
+        theirs = max(0, self.other_last - step)
+        other = list(flags)
+        other[1] += self.ahead
+        other[4] = theirs if self.longest else self.CAP - theirs
+        return [max(mine, their) for mine, their in zip(flags, other, strict=True)]
 
 
 def state_tuple(state: LoopState) -> tuple[Any, ...]:
@@ -129,6 +171,15 @@ def trace(
         iterator = iter(loop)
     kind: type[Any] = type(iterator)
     seen: list[Any] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trace_rounds(loop, faults, look_every, seen)
+    seen.append(("warnings", [(w.category.__name__, str(w.message)) for w in caught]))
+    assert iter(loop) is iterator
+    return seen, kind
+
+
+def _trace_rounds(loop: Loop[Any], faults: Faults, look_every: int, seen: list[Any]) -> None:
     for _round in range(2):
         try:
             for batch, events in loop:
@@ -144,12 +195,10 @@ def trace(
                     loop.close()
                 if state.step == faults.break_in_body_of:
                     break
-        except (Boom, ValueError, RuntimeError, StopIteration) as error:
+        except (Boom, ValueError, TypeError, RuntimeError, StopIteration) as error:
             cause = error.__cause__
             seen.append(("error", type(error).__name__, str(error), type(cause).__name__))
         seen.append(("after", state_tuple(loop.state), repr(loop)))
-    assert iter(loop) is iterator
-    return seen, kind
 
 
 STEP_EVENTS = st.dictionaries(
@@ -160,6 +209,7 @@ STEP_EVENTS = st.dictionaries(
         st.builds(Event, every_n_epochs=st.integers(1, 3)),
         st.builds(Event, every_n_seconds=st.sampled_from([0.5, 1.0, 2.25])),
         st.builds(Event, at_time=st.sampled_from([0.0, 1.0, 3.5])),
+        st.builds(Event, at_step=st.just(2**62 - 1), every_n_steps=st.just(2**62 - 1)),
         st.builds(
             Event, condition_function=st.sampled_from([lambda s: s.step % 5 == 2, lambda s: False])
         ),
@@ -168,7 +218,15 @@ STEP_EVENTS = st.dictionaries(
 )
 MAYBE_STEP = st.none() | st.integers(0, 40)
 RARELY_STEP = st.one_of(st.none(), st.none(), st.integers(0, 40))
-FAULT_KINDS = ("data_error_at", "data_stop_at", "clock_error_at", "clock_stop_at")
+FAULT_KINDS = (
+    "data_error_at",
+    "data_stop_at",
+    "clock_error_at",
+    "clock_stop_at",
+    "clock_nan_at",
+    "clock_back_at",
+    "data_more_at",
+)
 
 
 def make_faults(kind: str | None, at: int, **body: int | None) -> Faults:
@@ -188,6 +246,8 @@ def make_faults(kind: str | None, at: int, **body: int | None) -> Faults:
     events=STEP_EVENTS,
     tick=st.sampled_from([0.0, 0.25, 0.5]),
     sync_every=st.none() | st.integers(1, 4),
+    other=st.sampled_from([None, ("shortest", 2), ("longest", 3), ("shortest", 0)]),
+    varying=st.booleans(),
     epoch_length=st.none() | st.integers(1, 14),
     faults=st.builds(
         make_faults,
@@ -209,6 +269,8 @@ def make_faults(kind: str | None, at: int, **body: int | None) -> Faults:
     events={},
     tick=0.0,
     sync_every=None,
+    other=None,
+    varying=False,
     epoch_length=7,
     faults=Faults(),
     resume_at=None,
@@ -222,6 +284,8 @@ def test_the_c_path_and_the_pure_path_are_indistinguishable(
     events: dict[Hashable, Event],
     tick: float,
     sync_every: int | None,
+    other: tuple[str, int] | None,
+    varying: bool,
     epoch_length: int | None,
     faults: Faults,
     resume_at: int | None,
@@ -241,16 +305,26 @@ def test_the_c_path_and_the_pure_path_are_indistinguishable(
     saved_state = make_state()
 
     def make() -> Loop[Any]:
+        sync: Any = None
+        uneven = "shortest"
+        if sync_every is not None and other is not None:
+            uneven, offset = other
+            sync = OtherProcessSync(sync_every, offset, ahead=250_000, longest=uneven == "longest")
+        elif sync_every is not None:
+            sync = ThreadSync(1, every_n_steps=sync_every)
         loop = Loop(
-            Data(length, faults),
+            Data(length, faults, varying=varying),
             max_epochs=max_epochs,
             max_steps=max_steps,
             max_seconds=max_seconds,
             events=events,
             epoch_length=epoch_length,
             clock=FaultyClock(faults, tick),
-            sync=None if sync_every is None else ThreadSync(1, every_n_steps=sync_every),
+            sync=sync,
+            uneven=uneven,
         )
+        if isinstance(sync, OtherProcessSync):
+            sync.run = loop._run
         if saved_state is not None:
             with contextlib.suppress(ValueError):  # a state this loop cannot resume from
                 loop.load_state_dict(saved_state)

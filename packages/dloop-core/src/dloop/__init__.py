@@ -9,6 +9,7 @@ from dloop._loop import Loop
 from dloop._loop_events import LoopEvent, LoopEvents
 from dloop._state import LoopState
 from dloop._sync import Sync
+from dloop._warnings import LoopWarning
 
 __version__ = "0.2.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "LoopEvent",
     "LoopEvents",
     "LoopState",
+    "LoopWarning",
     "Sync",
     "__version__",
 ]

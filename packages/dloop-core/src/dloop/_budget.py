@@ -71,6 +71,8 @@ class TimeBudget:
         """A clock reading as seconds: a finite number (else ``ValueError`` naming it) and
         never below ``floor`` (a reading that goes back counts as no time passing)."""
         try:
+            if isinstance(reading, (str, bytes, bytearray)):
+                raise TypeError
             now = float(reading)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise TypeError(

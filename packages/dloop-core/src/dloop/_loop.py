@@ -37,7 +37,9 @@ class Loop(Generic[T]):
 
     Args:
         data: Any re-iterable of batches (a list, a torch DataLoader, a tf.data.Dataset,
-            ...), or a one-shot iterator for a single pass. If it has a callable
+            ...), or a one-shot iterator (``iter(data) is data``) for a single pass, whose
+            end ends the run: its last batch carries ``TRAINING_END``, and a
+            ``LoopWarning`` says which limit was not reached. If it has a callable
             ``set_epoch``, that is called with the epoch number before each pass. If it
             has a callable ``iter_from(start)``, a resumed epoch is iterated from there
             instead of skipping ``start`` batches. If it has ``dloop_state_dict()`` and
@@ -49,27 +51,40 @@ class Loop(Generic[T]):
         max_steps: Stop after this many steps (an int >= 1).
         max_seconds: Stop when the next step would end past this many seconds of
             ``clock`` (a finite number > 0): the last batch is the first at which
-            elapsed plus the expected duration of a step reaches it.
+            elapsed plus the expected duration of a step (the median of recent steps,
+            not counting the first step after a start or resume) reaches it.
         events: Named events: a mapping from any hashable key (not a ``LoopEvents``
             member) to an ``Event``.
-        epoch_length: Batches per epoch; defaults to ``len(data)``. Without either the
-            loop looks one batch ahead to find the last batch of each epoch.
-        clock: Seconds as a float, monotonic; ``time.monotonic`` by default. Tests pass a
-            ``dloop.testing.ManualClock``.
+        epoch_length: Batches per epoch: every epoch ends after that many. Defaults to
+            ``len(data)``, read at the start of every epoch (after ``set_epoch``); without
+            either, the loop looks one batch ahead to find the last batch of each epoch.
+        clock: Seconds as a number, monotonic; ``time.monotonic`` by default. Tests pass
+            a ``dloop.testing.ManualClock``. A reading that goes back counts as no time
+            passing; one that is not a finite number is an error on that step.
         sync: Agreement across processes (see ``dloop.Sync``), or None for one process.
-        stop_signals: Signals (for example ``(signal.SIGTERM, signal.SIGUSR1)``) whose
-            arrival requests a stop, while the loop runs; the previous handlers come back
-            as soon as the final batch is yielded or the loop is closed or freed.
+            Its ``every_n_steps`` is read once, here.
+        stop_signals: Signals that ask a process to stop (for example
+            ``(signal.SIGTERM, signal.SIGUSR1)``) whose arrival requests a stop, while the
+            loop runs; the previous handlers come back as soon as the final batch is
+            yielded or the loop is closed or freed.
+        uneven: With a ``sync``, where epochs end when the processes' data differ in
+            length: ``"shortest"`` (default, for training) ends every process's epoch on
+            the step where the shortest process's ends; ``"longest"`` (for evaluation)
+            ends it where the longest's ends, the other processes yielding
+            ``(None, events)`` steps with ``LoopEvents.PADDING`` until then. Without a
+            sync it changes nothing.
 
     At least one of ``max_epochs``, ``max_steps`` and ``max_seconds`` is required; with
-    several, the first reached ends the run.
+    several, the first reached ends the run. Counts are ints below 2**62 and times are
+    below 1e12 seconds (see the docs' "Limits and edge cases").
 
     Raises:
         TypeError, ValueError: At construction, for bad arguments; the message names the
             argument, the value and what is accepted.
-        ValueError: While iterating, when the data yields no batch in an epoch (an empty
-            re-iterable, a one-shot iterator asked for a second pass) or fewer batches
-            than its epoch length; the message names the epoch.
+        ValueError: While iterating, when re-iterable data yields no batch in an epoch,
+            fewer batches than its epoch length or more than its ``len()`` (the message
+            names the epoch), when a clock reading is not a finite number, or when a
+            ``sync`` returns something other than an element-wise maximum.
     """
 
     __slots__ = ("_events", "_iterator", "_run", "_settle")
