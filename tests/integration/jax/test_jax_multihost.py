@@ -70,7 +70,9 @@ def test_time_events_fire_only_on_agreement_steps(reports: list[dict[str, Any]])
 def test_one_collective_per_agreement_step(reports: list[dict[str, Any]]) -> None:
     for report in reports:
         steps = len(report["trace"])
-        assert report["collectives"] == steps // EVERY_N_STEPS
+        # Every agreement step (and any agreement the core adds on where the data ends)
+        # is one combine, and each combine one collective.
+        assert report["collectives"] == report["combines"] >= steps // EVERY_N_STEPS
 
 
 @pytest.mark.slow
@@ -147,7 +149,7 @@ def test_the_maximum_of_halves_is_the_maximum_of_the_values() -> None:
 @pytest.mark.parametrize("every_n_steps", [0, -3])
 def test_every_n_steps_below_one_is_refused(every_n_steps: int) -> None:
     with pytest.raises(
-        ValueError, match=rf"every_n_steps must be an int >= 1, got {every_n_steps}"
+        ValueError, match=rf"every_n_steps must be an int >= 1.*, got {every_n_steps}"
     ):
         MultihostSync(every_n_steps=every_n_steps)
 

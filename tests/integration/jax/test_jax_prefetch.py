@@ -3,6 +3,7 @@ the data protocol (``len``, ``set_epoch``, ``iter_from``, errors) kept intact.""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from dloop import Event, Loop
+from dloop import Event, Loop, LoopEvents
 from dloop_jax import DevicePrefetch, prefetch_to_device
 
 Batch = dict[str, Any]
@@ -263,13 +264,13 @@ def test_a_transfer_error_reaches_the_loop_after_the_batches_before_it() -> None
 
 @pytest.mark.parametrize("size", [0, -1])
 def test_size_below_one_is_refused(size: int) -> None:
-    with pytest.raises(ValueError, match=rf"size must be an int >= 1, got {size}"):
+    with pytest.raises(ValueError, match=rf"size must be an int >= 1.*, got {size}"):
         prefetch_to_device(host_batches(1), size=size)
 
 
 @pytest.mark.parametrize("size", [True, 2.0, "2", None])
 def test_size_that_is_not_an_int_is_refused(size: Any) -> None:
-    with pytest.raises(TypeError, match=r"size must be an int >= 1, got .* \(a "):
+    with pytest.raises(TypeError, match=r"size must be an int >= 1.*, got .* \(a "):
         prefetch_to_device(host_batches(1), size=size)
 
 
@@ -296,3 +297,60 @@ def test_the_wrapper_says_what_it_wraps() -> None:
     assert prefetched.size == 3
     assert prefetched.sharding is None
     assert "size=3" in repr(prefetched)
+
+
+@pytest.mark.parametrize("data", ["abc", b"abc"])
+def test_a_string_is_refused_as_data(data: Any) -> None:
+    with pytest.raises(
+        TypeError, match=r"data must be an iterable of batches .*, not a (str|bytes)"
+    ):
+        prefetch_to_device(data)
+
+
+def test_a_prefetch_can_be_pickled_and_iterates_as_before() -> None:
+    """(A sharding holds JAX devices, which JAX does not pickle.)"""
+    batches = host_batches(3)
+
+    copy = pickle.loads(pickle.dumps(prefetch_to_device(batches, size=2)))
+
+    assert isinstance(copy, DevicePrefetch)
+    assert copy.size == 2
+    for device_batch, host_batch in zip(copy, batches, strict=True):
+        assert_same_batch(device_batch, host_batch)
+
+
+def test_the_host_batches_are_left_as_they_were() -> None:
+    batches = host_batches(3)
+    kept = [jax.tree.map(np.copy, batch) for batch in batches]
+
+    moved = list(prefetch_to_device(batches))
+
+    for host_batch, before, device_batch in zip(batches, kept, moved, strict=True):
+        assert device_batch is not host_batch
+        for leaf, expected in zip(
+            jax.tree.leaves(host_batch), jax.tree.leaves(before), strict=True
+        ):
+            assert type(leaf) is np.ndarray
+            np.testing.assert_array_equal(leaf, expected)
+
+
+def test_over_a_one_shot_stream_the_run_ends_where_the_stream_does() -> None:
+    """Rule 24 through the wrapper: the stream's end is the run's, with TRAINING_END."""
+    stream = prefetch_to_device(iter(host_batches(3)), size=2)
+
+    with pytest.warns(UserWarning, match="ended"):
+        events = [fired for _, fired in Loop(stream, max_steps=10)]
+
+    assert len(events) == 3
+    assert LoopEvents.TRAINING_END in events[-1]
+
+
+def test_over_a_one_shot_stream_prefetch_reads_size_batches_past_the_run() -> None:
+    """Documented: prefetching reads ahead, so the stream gives up to ``size`` batches the
+    loop never yields."""
+    source = iter(host_batches(10))
+
+    taken = [batch for batch, _ in Loop(prefetch_to_device(source, size=2), max_steps=3)]
+
+    assert len(taken) == 3
+    assert int(next(source)["pair"][0][0]) == 3 + 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -105,9 +105,23 @@ def counting(calls: list[int], function: Callable[..., Any]) -> Callable[..., An
     return counted
 
 
+class CountingSync(MultihostSync):
+    """A ``MultihostSync`` that counts its ``combine`` calls."""
+
+    __slots__ = ("combines",)
+
+    def __init__(self, *, every_n_steps: int) -> None:
+        super().__init__(every_n_steps=every_n_steps)
+        self.combines = 0
+
+    def combine(self, flags: Sequence[int]) -> tuple[int, ...]:
+        self.combines += 1
+        return super().combine(flags)
+
+
 def main(process_id: int, port: int, report_path: str) -> None:
     # Built before jax.distributed.initialize, which fails once a backend is running.
-    sync = MultihostSync(every_n_steps=EVERY_N_STEPS)
+    sync = CountingSync(every_n_steps=EVERY_N_STEPS)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # type: ignore[no-untyped-call, unused-ignore]
     jax.distributed.initialize(
         coordinator_address=f"127.0.0.1:{port}",
@@ -122,6 +136,7 @@ def main(process_id: int, port: int, report_path: str) -> None:
     multihost_utils.process_allgather = counting(calls, real_allgather)
     report["trace"] = traced_run(process_id, sync=sync)
     report["collectives"] = len(calls)
+    report["combines"] = sync.combines
     multihost_utils.process_allgather = real_allgather
 
     report["stopped"] = stopped_run(process_id, sync=sync)

@@ -7,9 +7,17 @@ unpickle them (pytest puts this folder on ``sys.path``, and spawned children inh
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import BatchSampler, Dataset, IterableDataset, Sampler, get_worker_info
+from torch.utils.data import (
+    BatchSampler,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+    get_worker_info,
+)
 
 
 class RecordingDataset(Dataset[torch.Tensor]):
@@ -123,3 +131,31 @@ class EpochDataset(Dataset[torch.Tensor]):
 
     def set_epoch(self, epoch: int) -> None:
         self.log.calls.append(("dataset", epoch))
+
+
+class SeedableRandomSampler(RandomSampler):
+    """A test double of Accelerate's ``accelerate.data_loader.SeedableRandomSampler``,
+    which Accelerate puts in place of a DataLoader's RandomSampler: the same code, under
+    the same module and class name (dloop recognises it by them, without importing
+    Accelerate). Every ``__iter__`` reseeds the generator with ``initial_seed + epoch``
+    and counts the epoch up when the pass ends."""
+
+    def __init__(self, *args: Any, data_seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial_seed = data_seed if data_seed is not None else torch.random.initial_seed()
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[int]:
+        if self.generator is None:
+            self.generator = torch.Generator(device=torch.get_default_device())
+            self.generator.manual_seed(self.initial_seed)
+        seed = self.epoch + self.initial_seed
+        self.generator.manual_seed(seed)
+        yield from super().__iter__()
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+SeedableRandomSampler.__module__ = "accelerate.data_loader"

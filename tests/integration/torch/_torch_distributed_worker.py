@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,17 @@ def trace(loop: Loop[int], *, rank: int, scenario: str, collective: bool) -> lis
     return steps
 
 
+def sync_over_rank_zero(rank: int) -> dict[str, Any]:
+    """A DistributedSync over the group of rank 0 alone, made on both ranks: rank 1 is
+    outside it."""
+    group = dist.new_group([0])  # every rank takes part in making it
+    try:
+        sync = DistributedSync(every_n_steps=2, group=group)
+    except ValueError as error:
+        return {"error": str(error)}
+    return {"combined": list(sync.combine([rank + 3]))}
+
+
 def main() -> None:
     scenario, rank, world_size, port, output = sys.argv[1:]
     alone = trace(make_loop(int(rank), None), rank=int(rank), scenario=scenario, collective=False)
@@ -72,6 +84,10 @@ def main() -> None:
         world_size=int(world_size),
         timeout=timedelta(seconds=30),
     )
+    if scenario == "outside-group":
+        Path(output).write_text(json.dumps(sync_over_rank_zero(int(rank))))
+        dist.destroy_process_group()
+        return
     reductions: list[dict[str, Any]] = []
     all_reduce = dist.all_reduce
 
@@ -87,8 +103,16 @@ def main() -> None:
         return all_reduce(tensor, *args, **kwargs)
 
     dist.all_reduce = counting_all_reduce
+    combines = 0
+
+    class CountingSync(DistributedSync):
+        def combine(self, flags: Sequence[int]) -> tuple[int, ...]:
+            nonlocal combines
+            combines += 1
+            return super().combine(flags)
+
     try:
-        sync = DistributedSync(every_n_steps=EVERY_N_STEPS)
+        sync = CountingSync(every_n_steps=EVERY_N_STEPS)
         agreed = trace(
             make_loop(int(rank), sync), rank=int(rank), scenario=scenario, collective=True
         )
@@ -96,7 +120,9 @@ def main() -> None:
         dist.all_reduce = all_reduce
         dist.destroy_process_group()
     Path(output).write_text(
-        json.dumps({"alone": alone, "agreed": agreed, "reductions": reductions})
+        json.dumps(
+            {"alone": alone, "agreed": agreed, "reductions": reductions, "combines": combines}
+        )
     )
 
 

@@ -211,3 +211,53 @@ dist.destroy_process_group()
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 1099511627776, 3) ['cuda:0']"
+
+
+def test_a_copy_that_fails_ahead_comes_after_the_batches_copied_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dloop_torch import _device
+
+    real_copy = _device._copy
+    error = torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    def copy(batch: torch.Tensor, device: torch.device, stream: Any) -> Any:
+        if int(batch[0]) == 3:
+            raise error
+        return real_copy(batch, device, stream)
+
+    monkeypatch.setattr(_device, "_copy", copy)
+    batches = iter(prepare(CountingBatches(6, size=4), device="cuda", prefetch=2))
+    got = [next(batches).cpu().tolist() for _ in range(3)]
+
+    with pytest.raises(torch.cuda.OutOfMemoryError) as raised:
+        next(batches)
+
+    assert raised.value is error
+    assert got == [[0.0] * 4, [1.0] * 4, [2.0] * 4]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_tensor_made_on_another_gpu_is_copied_once_its_stream_has_written_it() -> None:
+    delay = int(0.05 * sleep_cycles_per_second())
+
+    def batches() -> Iterator[torch.Tensor]:
+        for value in range(4):
+            with torch.cuda.device(1):
+                busy_wait(delay)  # the producing stream is still busy when the batch is given
+                yield torch.full((2**20,), float(value), device="cuda:1")
+
+    got = [batch.min().item() for batch in prepare(batches(), device="cuda:0", prefetch=2)]
+
+    assert got == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_prepared_stream_on_cuda_reads_prefetch_batches_ahead() -> None:
+    """Prefetching reads ahead of the loop, also over a one-shot stream (documented)."""
+    source = CountingBatches(10, size=4)
+    stream = iter(source)
+
+    loop = Loop(prepare(stream, device="cuda", prefetch=2), max_steps=2)
+    assert len([batch for batch, _ in loop]) == 2
+
+    assert source.read == 4  # 2 yielded, 2 in flight

@@ -138,7 +138,9 @@ def test_a_batch_sampler_without_len_resumes_by_index_too() -> None:
     dataset = RecordingDataset(6)
     loader = DataLoader(dataset, batch_sampler=UnsizedBatchSampler())
     uninterrupted = [ids(batch) for batch in run(loader)[0]]
-    _, state = run(loader, stop_after=4)  # epoch 1, batch 1
+    # dloop cannot tell that this batch sampler's order is fixed, and says so.
+    with pytest.warns(UserWarning, match="cannot reproduce the order of UnsizedBatchSampler"):
+        _, state = run(loader, stop_after=4)  # epoch 1, batch 1
     dataset.loaded.clear()
 
     resumed = [ids(batch) for batch in resume(loader, state)]
@@ -178,8 +180,8 @@ def test_iter_from_starts_at_the_given_batch_of_the_current_epoch() -> None:
     ("start", "error", "message"),
     [
         (5, ValueError, "cannot resume at batch 5 of the epoch: the DataLoader has 4 batches"),
-        (-1, ValueError, "start must be an int >= 0, got -1"),
-        (1.0, TypeError, "start must be an int >= 0, got 1.0"),
+        (-1, ValueError, "start must be an int >= 0.*, got -1"),
+        (1.0, TypeError, "start must be an int >= 0.*, got 1.0"),
     ],
 )
 def test_iter_from_rejects_a_start_outside_the_epoch(

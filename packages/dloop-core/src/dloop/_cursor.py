@@ -316,19 +316,23 @@ class DataCursor(Generic[T]):
                 return
         if unused <= 0:
             return
-        amount = f"{unused}" if exact else f"at least {unused}"
+        amount = _batches(unused) if exact else f"at least {_batches(unused)}"
         if self.one_shot:
             warn(
-                f"this process's stream had {amount} more batches when the run ended at step "
-                f'{step}, where another process\'s stream ended (uneven="shortest"); the '
-                f"{len(self.buffer)} read ahead to agree on that are not yielded"
+                f"this process's stream had {amount} more when the run ended at step {step}, "
+                f'where another process\'s stream ended (uneven="shortest"); the '
+                f"{_batches(len(self.buffer))} read ahead to agree on that end are not yielded"
             )
         else:
             warn(
-                f"this process leaves {amount} batches of epoch {epoch} unused: another "
-                f'process\'s epoch ended first, at step {step} (uneven="shortest"; '
-                'uneven="longest" pads instead)'
+                f"this process leaves {amount} of epoch {epoch} unused: another process's "
+                f'epoch ended first, at step {step} (uneven="shortest"; uneven="longest" '
+                "pads instead)"
             )
+
+
+def _batches(count: int) -> str:
+    return f"{count} batch" if count == 1 else f"{count} batches"
 
 
 def _padded(batches: Iterator[T], count: int, epoch: int, *, check_more: bool) -> Iterator[Any]:

@@ -12,6 +12,7 @@ from dloop._budget import TimeBudget
 from dloop._cursor import DataCursor
 from dloop._event import Event
 from dloop._loop_events import LoopEvent
+from dloop._order_warning import warn_if_order_differs
 from dloop._resume import load_state_dict, state_dict
 from dloop._run import Run, RunIterator
 from dloop._schedule import Schedule
@@ -246,6 +247,7 @@ class Loop(Generic[T]):
         if self._run.started:
             raise RuntimeError("load_state_dict must be called before iterating the loop")
         load_state_dict(self._run, state)
+        warn_if_order_differs(self._run.cursor.data, state)
 
     def close(self) -> None:
         """Stop iterating and put back stop-signal handlers; the loop yields nothing more."""

@@ -48,8 +48,9 @@ def prefetch_to_device(
             the default device.
 
     Raises:
-        TypeError, ValueError: At once, for data that is not iterable, a ``size`` that is
-            not an int >= 1, or a ``sharding`` that is not a ``jax.sharding.Sharding``.
+        TypeError, ValueError: At once, for data that is not iterable (or is a str or
+            bytes), a ``size`` that is not an int >= 1, or a ``sharding`` that is not a
+            ``jax.sharding.Sharding``.
     """
     if isinstance(data, Iterator):
         return _OneShotDevicePrefetch(data, size=size, sharding=sharding)
@@ -57,7 +58,10 @@ def prefetch_to_device(
 
 
 class DevicePrefetch:
-    """Batches of ``data`` put on the devices ahead of use; see ``prefetch_to_device``."""
+    """Batches of ``data`` put on the devices ahead of use; see ``prefetch_to_device``.
+
+    It pickles when its data does and it has no sharding (JAX does not pickle devices).
+    """
 
     __slots__ = ("_data", "_put", "_sharding", "_size")
 
@@ -66,6 +70,11 @@ class DevicePrefetch:
     ) -> None:
         if not (hasattr(type(data), "__iter__") or hasattr(type(data), "__getitem__")):
             raise TypeError(f"data must be iterable, got {data!r} (a {type(data).__name__})")
+        if isinstance(data, (str, bytes)):
+            raise TypeError(
+                f"data must be an iterable of batches (pytrees of host arrays), not a "
+                f"{type(data).__name__}: got {reprlib.repr(data)}"
+            )
         self._data = data
         self._size = as_count("size", size)
         self._sharding = _as_sharding(sharding)
@@ -196,21 +205,43 @@ def _skipped(batches: Iterator[Any], start: int) -> Iterator[Any]:
 
 
 def _transfer_for(sharding: jax.sharding.Sharding | None) -> Put:
-    """The function that puts one host batch (a pytree) on the devices."""
-    if sharding is None:
-        return lambda batch: jax.device_put(batch)
-    if sharding.is_fully_addressable:
-        return lambda batch: jax.device_put(batch, sharding)
+    """The function that puts one host batch (a pytree) on the devices: an object of a
+    module-level class, so that a ``DevicePrefetch`` can be pickled."""
+    if sharding is None or sharding.is_fully_addressable:
+        return _DevicePut(sharding)
+    return _AssembleGlobal(sharding)
 
-    # A typed name for a function JAX leaves unannotated.
-    make_global: Callable[[jax.sharding.Sharding, Any], jax.Array] = (
-        jax.make_array_from_process_local_data
-    )
 
-    def assemble(batch: Any) -> Any:
+class _DevicePut:
+    """``jax.device_put(batch)``, with the sharding when there is one."""
+
+    __slots__ = ("sharding",)
+
+    def __init__(self, sharding: jax.sharding.Sharding | None) -> None:
+        self.sharding = sharding
+
+    def __call__(self, batch: Any) -> Any:
+        if self.sharding is None:
+            return jax.device_put(batch)
+        return jax.device_put(batch, self.sharding)
+
+
+class _AssembleGlobal:
+    """Each process's local part of the batch, assembled into global arrays laid out by
+    a sharding that spans the devices of several processes."""
+
+    __slots__ = ("sharding",)
+
+    def __init__(self, sharding: jax.sharding.Sharding) -> None:
+        self.sharding = sharding
+
+    def __call__(self, batch: Any) -> Any:
+        # A typed name for a function JAX leaves unannotated.
+        make_global: Callable[[jax.sharding.Sharding, Any], jax.Array] = (
+            jax.make_array_from_process_local_data
+        )
+        sharding = self.sharding
         return jax.tree.map(lambda local: make_global(sharding, local), batch)
-
-    return assemble
 
 
 def _as_sharding(sharding: object) -> jax.sharding.Sharding | None:

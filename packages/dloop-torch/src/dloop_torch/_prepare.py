@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any, Generic, TypeVar
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
-from dloop_torch._resume import drop_first, loader_from, skips_by_index
+from dloop_torch._epoch import first_iter, to_the_end
+from dloop_torch._order import EpochStart, Order, replaying
+from dloop_torch._resume import (
+    drop_first,
+    inner_loader,
+    is_stateful_loader,
+    loader_from,
+    skips_by_index,
+)
+from dloop_torch._stateful import StatefulPositions
+from dloop_torch._workers import restarts_workers, stop_persistent_workers, workers_warning
 
 T = TypeVar("T")
 
@@ -21,10 +32,22 @@ class PreparedData(Generic[T]):
     Made by ``prepare``. Iterating it iterates the DataLoader once (one epoch), with
     batches on ``device`` when one is set; ``len`` is the DataLoader's; ``set_epoch``
     reaches the sampler, the batch sampler and the dataset; ``iter_from`` resumes inside
-    an epoch without loading the batches before it.
+    an epoch without loading the batches before it; ``dloop_state_dict`` and
+    ``dloop_load_state_dict`` carry what the epoch's order depends on through the loop's
+    state dict.
     """
 
-    __slots__ = ("_copy_stream", "dataloader", "device", "prefetch")
+    __slots__ = (
+        "_copy_stream",
+        "_epoch",
+        "_loader",
+        "_order",
+        "_restarts_workers",
+        "_stateful",
+        "dataloader",
+        "device",
+        "prefetch",
+    )
 
     def __init__(self, dataloader: Iterable[T], *, device: object, prefetch: int) -> None:
         kind = type(dataloader)
@@ -46,10 +69,21 @@ class PreparedData(Generic[T]):
         self.prefetch = prefetch
         """How many batches are copied ahead of the one in use (CUDA only)."""
         self._copy_stream: torch.cuda.Stream | None = None
+        self._epoch = 0
+        self._loader = inner_loader(dataloader)
+        self._stateful: StatefulPositions | None = None
+        self._order: Order | None = None
+        if is_stateful_loader(dataloader) and isinstance(dataloader.dataset, IterableDataset):
+            self._stateful = StatefulPositions(dataloader)
+        elif self._loader is not None:
+            self._order = Order(self._loader)
+        self._restarts_workers = self._loader is not None and restarts_workers(self._loader)
+        if self._restarts_workers:
+            warnings.warn(workers_warning(self._loader), UserWarning, stacklevel=3)
 
     def __iter__(self) -> Iterator[T]:
         """One epoch of batches, on ``device`` when one is set."""
-        return self._to_device(iter(self.dataloader))
+        return self._to_device(self._epoch_batches(0))
 
     def __len__(self) -> int:
         """The DataLoader's length: batches per epoch.
@@ -67,9 +101,14 @@ class PreparedData(Generic[T]):
 
         That is the DataLoader's sampler, its batch sampler, the batch sampler's sampler
         and its dataset (or an iterable's own ``set_epoch``), each distinct object once, so
-        that a ``DistributedSampler`` shuffles differently in every epoch.
+        that a ``DistributedSampler`` shuffles differently in every epoch. Persistent
+        workers of a DataLoader whose dataset has ``set_epoch`` are stopped first, so that
+        the epoch's workers start with the dataset of that epoch.
         """
         as_count("epoch", epoch, minimum=0)
+        self._epoch = epoch
+        if self._restarts_workers and self._loader is not None:
+            stop_persistent_workers(self._loader)
         for target in _epoch_targets(self.dataloader):
             target.set_epoch(epoch)
 
@@ -78,8 +117,9 @@ class PreparedData(Generic[T]):
 
         A DataLoader over a map-style dataset skips the first ``start`` batches of its
         (already ``set_epoch``'d) batch sampler, so the dataset never loads them; its
-        other options (workers, collate_fn, pinning, generator, ...) are kept. Other data
-        (an IterableDataset, a plain iterable) is read and the first ``start`` batches
+        other options (workers, collate_fn, pinning, ...) are kept, and the order is the
+        one the epoch had (see ``dloop_state_dict``). Other data (an IterableDataset, a
+        DataLoader subclass, a plain iterable) is read and the first ``start`` batches
         dropped, before they reach the device.
 
         Raises:
@@ -87,21 +127,115 @@ class PreparedData(Generic[T]):
                 of the epoch.
         """
         as_count("start", start, minimum=0)
-        if start == 0:
-            return iter(self)
         data = self.dataloader
-        if skips_by_index(data):
+        if start and skips_by_index(data):
             length = _length(data)
             if length is not None and start > length:
                 raise ValueError(
                     f"cannot resume at batch {start} of the epoch: the DataLoader has "
                     f"{length} batches per epoch"
                 )
-            return self._to_device(iter(loader_from(data, start)))
-        own_iter_from = getattr(data, "iter_from", None)
-        if callable(own_iter_from):
-            return self._to_device(iter(own_iter_from(start)))
-        return self._to_device(drop_first(iter(data), start))
+        return self._to_device(self._epoch_batches(start))
+
+    def dloop_state_dict(self) -> dict[str, Any] | None:
+        """What the current epoch's order and position depend on, for the loop's state dict.
+
+        For a DataLoader (``"order"``): the states of the random generators its order
+        draws from (``loader.generator``, the samplers' generators, torch's global
+        generator when they draw from it) at the start of the current epoch, and the
+        samplers' generators as they are now. For a torchdata ``StatefulDataLoader`` over
+        an IterableDataset (``"stateful"``): its own ``state_dict()`` after each of the
+        last batches it handed out. The data's own ``dloop_state_dict()``, if it has one,
+        goes under ``"data"``. JSON built-in values; None when there is nothing to save.
+
+        Warns:
+            UserWarning: A sampler dloop cannot replay is named, with what to use instead.
+        """
+        state: dict[str, Any] = {}
+        if self._order is not None:
+            state["order"] = self._order.state_dict(self._epoch)
+        if self._stateful is not None:
+            state["stateful"] = self._stateful.state_dict()
+        own = getattr(self.dataloader, "dloop_state_dict", None)
+        if callable(own):
+            state["data"] = own()
+        return state or None
+
+    def dloop_load_state_dict(self, state: object) -> None:
+        """Take back ``dloop_state_dict``'s part, before the resumed epoch is iterated.
+
+        Raises:
+            ValueError: ``state`` was not saved from data of this kind.
+        """
+        expected = {
+            "order": self._order is not None,
+            "stateful": self._stateful is not None,
+        }
+        if not isinstance(state, dict) or any(
+            (name in state) != present for name, present in expected.items()
+        ):
+            raise ValueError(
+                f"state dict data {state!r} was not saved by prepare() over data like "
+                f"{self.dataloader!r}: resume over the same kind of DataLoader"
+            )
+        if self._order is not None:
+            self._order.load_state_dict(state["order"])
+        if self._stateful is not None:
+            self._stateful.load_state_dict(state["stateful"])
+        if "data" in state:
+            load = getattr(self.dataloader, "dloop_load_state_dict", None)
+            if not callable(load):
+                raise ValueError(
+                    f"state dict data holds the state of the data's own hooks, but "
+                    f"{self.dataloader!r} has no dloop_load_state_dict()"
+                )
+            load(state["data"])
+
+    def _epoch_batches(self, start: int) -> Iterator[T]:
+        """The host batches of the current epoch from batch ``start`` on."""
+        data = self.dataloader
+        if self._stateful is not None:
+            return self._stateful.iterate(self._epoch, start)
+        loader, order = self._loader, self._order
+        if loader is None or order is None:  # an iterable that is not a DataLoader
+            if start == 0:
+                return iter(data)
+            own_iter_from = getattr(data, "iter_from", None)
+            if callable(own_iter_from):
+                return iter(own_iter_from(start))
+            return drop_first(iter(data), start)
+        draws_base_seed = self._draws_base_seed(loader)
+        replay = order.begin(self._epoch, start, draws_base_seed=draws_base_seed)
+        if replay is None:
+            batches = first_iter(data, loader, draws_base_seed=draws_base_seed)
+        elif skips_by_index(data):
+            batches = iter(loader_from(data, start, sources=order.sources, epoch_start=replay))
+        else:
+            batches = self._replayed(data, loader, start, replay)
+        length = _length(data) if isinstance(data, Sized) else None
+        return batches if length is None else to_the_end(batches, length - start)
+
+    def _replayed(
+        self, data: Iterable[T], loader: DataLoader[Any], start: int, replay: EpochStart
+    ) -> Iterator[T]:
+        """The data's own iteration from batch ``start`` (a DataLoader subclass, a
+        wrapper, an IterableDataset): the first batches are read and dropped with the
+        random sources as they were at the epoch's start."""
+        assert self._order is not None
+        with replaying(self._order.sources, replay):
+            batches = first_iter(
+                data, loader, draws_base_seed=replay.draws_base_seed, pull=not start
+            )
+            if start:
+                return drop_first(batches, start)
+            return batches
+
+    def _draws_base_seed(self, loader: DataLoader[Any]) -> bool:
+        """Whether the uninterrupted run's ``iter(loader)`` draws the workers' base seed
+        in this epoch: always, except when persistent workers started in epoch 0 still run.
+        """
+        persistent = loader.num_workers > 0 and loader.persistent_workers
+        return not persistent or self._restarts_workers or self._epoch == 0
 
     def _to_device(self, batches: Iterator[T]) -> Iterator[T]:
         device = self.device
@@ -122,6 +256,32 @@ class PreparedData(Generic[T]):
         return (
             f"PreparedData({self.dataloader!r}, device={self.device!r}, prefetch={self.prefetch!r})"
         )
+
+
+class _OneShotPreparedData(PreparedData[T], Iterator[T]):
+    """``prepare`` over a one-shot iterator (a generator, a stream): a one-shot iterator
+    itself, so that ``Loop`` treats it as one (rule 24: one pass, its end ends the run,
+    no batch taken that is not yielded). With a CUDA ``device``, ``prefetch`` batches are
+    read ahead of the one in use, as prefetching does."""
+
+    __slots__ = ("_pass",)
+
+    def __init__(self, dataloader: Iterator[T], *, device: object, prefetch: int) -> None:
+        super().__init__(dataloader, device=device, prefetch=prefetch)
+        self._pass: Iterator[T] | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._pass is None:
+            self._pass = super().__iter__()
+        return next(self._pass)
+
+    def iter_from(self, start: int) -> Iterator[T]:
+        """The stream after its next ``start`` batches, which are read and dropped."""
+        self._pass = super().iter_from(start)
+        return self
 
 
 def _length(data: Sized) -> int | None:
@@ -163,8 +323,14 @@ def prepare(
       sampler, batch sampler, the batch sampler's sampler and dataset, where they have
       it, each object once, so that a ``DistributedSampler`` reshuffles every epoch;
     - resumes inside an epoch by skipping indices in the batch sampler: the skipped
-      samples are never loaded (a DataLoader over an IterableDataset is read and the
-      skipped batches dropped);
+      samples are never loaded, and the epoch's order is the uninterrupted one, a
+      ``shuffle=True`` loader's included (the state dict carries the states of the
+      generators it draws from; torch's global generator is left as you restore it). A
+      DataLoader subclass or wrapper keeps its own iteration: it is read and the skipped
+      batches dropped, with the same order. A DataLoader over an IterableDataset is read
+      and the skipped batches dropped; a torchdata ``StatefulDataLoader`` over one resumes
+      from its own state, carried in the state dict;
+    - over a one-shot iterator, is one-shot itself (the loop's rule for streams holds);
     - with a CUDA ``device``, copies each batch (tensors nested in tuples, lists, dicts,
       namedtuples and dataclasses) ``prefetch`` batches ahead, non-blocking from pinned
       memory on a side stream; the stream of the code that uses a batch waits for its
@@ -183,6 +349,13 @@ def prepare(
     Raises:
         TypeError, ValueError: For a ``dataloader`` that is not iterable, a ``prefetch``
             that is not an int >= 1, or a ``device`` torch cannot parse or this machine
-            does not have (such as ``"cuda"`` without CUDA).
+            does not have (such as ``"cuda"`` without CUDA, or ``"mps"``).
+
+    Warns:
+        UserWarning: At ``prepare``, when persistent workers must restart every epoch
+            (a dataset with ``set_epoch``); at ``state_dict()``, for a sampler whose order
+            a resume cannot reproduce.
     """
+    if isinstance(dataloader, Iterator):
+        return _OneShotPreparedData(dataloader, device=device, prefetch=prefetch)
     return PreparedData(dataloader, device=device, prefetch=prefetch)

@@ -2,79 +2,125 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
-from itertools import islice
-from typing import Any, Generic, TypeGuard, TypeVar
+import sys
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
+from typing import Any, TypeGuard, TypeVar
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset
+
+from dloop_torch._order import EpochStart, Sources, replaying
 
 T = TypeVar("T")
 
 
-class SkipFirst(Generic[T]):
-    """The items of ``items`` from index ``start`` on, drawn afresh on every iteration.
+class Remaining(Iterable[T]):
+    """A batch sampler (or sampler) that hands out the rest of one epoch's indices once."""
 
-    Wrapped around a sampler or a batch sampler it skips indices, not samples: the
-    dataset is never asked for what is dropped.
-    """
+    __slots__ = ("items",)
 
-    __slots__ = ("items", "start")
-
-    def __init__(self, items: Iterable[T], start: int) -> None:
+    def __init__(self, items: Iterator[T]) -> None:
         self.items = items
-        self.start = start
 
     def __iter__(self) -> Iterator[T]:
-        return islice(iter(self.items), self.start, None)
-
-    def __len__(self) -> int:
-        if not isinstance(self.items, Sized):
-            raise TypeError(f"{self.items!r} has no len()")
-        return max(0, len(self.items) - self.start)
+        return self.items
 
 
-def skips_by_index(dataloader: object) -> TypeGuard[DataLoader[Any]]:
-    """Whether ``dataloader`` is a DataLoader whose batches come from a sampler of
+def is_stateful_loader(loader: object) -> TypeGuard[DataLoader[Any]]:
+    """Whether ``loader`` is a torchdata ``StatefulDataLoader`` (exactly that class; a
+    subclass may iterate its own way). torchdata is never imported here."""
+    module = sys.modules.get("torchdata.stateful_dataloader")
+    return module is not None and type(loader) is module.StatefulDataLoader
+
+
+def is_known_loader(loader: object) -> TypeGuard[DataLoader[Any]]:
+    """Whether ``loader`` iterates as a plain DataLoader does: ``DataLoader`` itself or
+    torchdata's ``StatefulDataLoader``, not a subclass (which may yield other batches,
+    move them to a device, ... in its own ``__iter__``)."""
+    return type(loader) is DataLoader or is_stateful_loader(loader)
+
+
+def skips_by_index(loader: object) -> TypeGuard[DataLoader[Any]]:
+    """Whether ``loader`` is a known DataLoader whose batches come from a sampler of
     indices into a map-style dataset, so that batches can be skipped by index."""
-    return isinstance(dataloader, DataLoader) and not isinstance(
-        dataloader.dataset, IterableDataset
-    )
+    return is_known_loader(loader) and not isinstance(loader.dataset, IterableDataset)
 
 
-def loader_from(dataloader: DataLoader[Any], start: int) -> DataLoader[Any]:
-    """A DataLoader like ``dataloader`` (same dataset, sampler objects, collate_fn,
-    workers, pinning, generator, ...) whose iteration starts at batch ``start``.
+def inner_loader(data: object) -> DataLoader[Any] | None:
+    """The DataLoader whose samplers give the order of ``data``: ``data`` itself (a
+    DataLoader or a subclass), or the one a wrapper keeps (Lightning Fabric's
+    ``_dataloader``, a ``dataloader`` or ``base_dataloader`` attribute)."""
+    if isinstance(data, DataLoader):
+        return data
+    for name in ("_dataloader", "base_dataloader", "dataloader"):
+        inner = getattr(data, name, None)
+        if isinstance(inner, DataLoader):
+            return inner
+    return None
 
-    The first ``start`` batches of indices are drawn from the batch sampler (or the
-    sampler, without automatic batching) and dropped, so their samples are never loaded.
-    Its workers do not persist: it serves the rest of one epoch.
+
+def loader_from(
+    loader: DataLoader[Any], start: int, *, sources: Sources, epoch_start: EpochStart
+) -> DataLoader[Any]:
+    """A DataLoader like ``loader`` (same dataset, sampler objects, collate_fn, workers,
+    pinning, ...) whose iteration starts at batch ``start`` of the epoch that began at
+    ``epoch_start``.
+
+    With the random sources as they were at ``epoch_start``, the draws of the epoch's
+    ``iter(loader)`` are made again (the index sampler's ``iter``, the workers' base
+    seed, the sampler's first draws), and the first ``start`` batches of indices drawn
+    from the batch sampler (or the sampler, without automatic batching) and dropped:
+    their samples are never loaded. torch's global generator is then put back as it
+    was. The rest of the indices are drawn lazily, as the uninterrupted iteration would.
+    The returned DataLoader draws its base seed from a private generator, so its workers
+    get the uninterrupted seed and the caller's generators are not touched again. Its
+    workers do not persist: it serves the rest of one epoch.
+
+    Raises:
+        ValueError: The epoch has fewer than ``start`` batches.
     """
-    options: dict[str, Any] = {
-        "num_workers": dataloader.num_workers,
-        "collate_fn": dataloader.collate_fn,
-        "pin_memory": dataloader.pin_memory,
-        "timeout": dataloader.timeout,
-        "worker_init_fn": dataloader.worker_init_fn,
-        "multiprocessing_context": dataloader.multiprocessing_context,
-        "generator": dataloader.generator,
-        "prefetch_factor": dataloader.prefetch_factor,
-        "persistent_workers": False,
-        "pin_memory_device": dataloader.pin_memory_device,
-    }
-    if hasattr(dataloader, "in_order"):  # torch >= 2.6
-        options["in_order"] = dataloader.in_order
-    if dataloader.batch_sampler is not None:
-        return DataLoader(
-            dataloader.dataset,
-            batch_sampler=SkipFirst(dataloader.batch_sampler, start),
-            **options,
-        )
-    return DataLoader(
-        dataloader.dataset,
-        sampler=SkipFirst(dataloader.sampler, start),
-        batch_size=None,
-        **options,
+    index_sampler: Iterable[Any] = (
+        loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
     )
+    base_seed = torch.Generator()
+    with replaying(sources, epoch_start):
+        # In the order of torch's DataLoader iterator: iter() of the index sampler (which
+        # draws at once for torchdata's samplers), then the base seed.
+        indices = iter(index_sampler)
+        source = loader.generator
+        # A base seed drawn from the global generator matters only to workers; without
+        # them that generator is not replayed, and is not drawn from here either.
+        if epoch_start.draws_base_seed and (
+            source is not None or epoch_start.global_state is not None
+        ):
+            base_seed.set_state(torch.get_rng_state() if source is None else source.get_state())
+            torch.empty((), dtype=torch.int64).random_(generator=source)
+        # At least one batch, so that the sampler's first (global) draws happen here.
+        taken = list(islice(indices, max(start, 1)))
+    if len(taken) < start:
+        raise ValueError(
+            f"cannot resume at batch {start} of the epoch: the DataLoader has {len(taken)} "
+            "batches in it"
+        )
+    rest: Remaining[Any] = Remaining(chain(taken[start:], indices))
+    options: dict[str, Any] = {
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "timeout": loader.timeout,
+        "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context,
+        "generator": base_seed,
+        "prefetch_factor": loader.prefetch_factor,
+        "persistent_workers": False,
+        "pin_memory_device": loader.pin_memory_device,
+    }
+    if hasattr(loader, "in_order"):  # torch >= 2.6
+        options["in_order"] = loader.in_order
+    if loader.batch_sampler is not None:
+        return DataLoader(loader.dataset, batch_sampler=rest, **options)
+    return DataLoader(loader.dataset, sampler=rest, batch_size=None, **options)
 
 
 def drop_first(batches: Iterator[T], start: int) -> Iterator[T]:

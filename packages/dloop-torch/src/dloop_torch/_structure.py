@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections import UserDict
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
@@ -40,11 +41,7 @@ def _map(value: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
         mapped = {key: _map(item, function) for key, item in value.items()}
         if type(value) is dict or not isinstance(value, MutableMapping):
             return mapped
-        # A shallow copy keeps the mapping's type and extras (an OrderedDict, a
-        # defaultdict's factory, a UserDict subclass's attributes).
-        clone = copy.copy(value)
-        clone.update(mapped)
-        return clone
+        return _rebuild_mapping(value, mapped)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         # A copy with fields set in place: no __init__ or __post_init__ runs again, and
         # frozen dataclasses work too.
@@ -55,6 +52,28 @@ def _map(value: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
                 object.__setattr__(instance, field.name, _map(item, function))
         return instance
     return value
+
+
+def _rebuild_mapping(value: MutableMapping[Any, Any], mapped: dict[Any, Any]) -> Any:
+    """A new mapping of ``value``'s type holding ``mapped``; ``value`` is left as it is.
+
+    A dict subclass or a ``UserDict`` is copied shallowly (its copy has storage of its
+    own, and keeps an OrderedDict's order, a defaultdict's factory, a subclass's
+    attributes). Another mapping may share its storage with a shallow copy, so its
+    container is copied deeply, but not its values, which are replaced at once. When
+    that copy fails, the result is a plain dict.
+    """
+    clone: MutableMapping[Any, Any]
+    if isinstance(value, (dict, UserDict)):
+        clone = copy.copy(value)
+    else:
+        memo: dict[int, Any] = {id(item): item for item in value.values()}
+        try:
+            clone = copy.deepcopy(value, memo)
+        except Exception:  # an object copy cannot handle: a plain dict loses nothing
+            return mapped
+    clone.update(mapped)
+    return clone
 
 
 def _rebuild(value: Any, items: list[Any], fallback: type[Any]) -> Any:

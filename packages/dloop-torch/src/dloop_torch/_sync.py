@@ -34,6 +34,7 @@ class DistributedSync:
         RuntimeError: ``torch.distributed`` is not available or not initialised yet
             (call ``torch.distributed.init_process_group`` first; use ``sync=None`` when
             running one process).
+        ValueError: ``group`` does not contain this process.
     """
 
     __slots__ = ("_device", "_every_n_steps", "_group")
@@ -50,6 +51,14 @@ class DistributedSync:
                 "torch.distributed.init_process_group(...) before creating it (torchrun "
                 "sets up the environment for that), or pass sync=None to a Loop that runs "
                 "in one process"
+            )
+        outside: object = dist.GroupMember.NON_GROUP_MEMBER  # what new_group gives others
+        if group is not None and (group is outside or dist.get_rank(group) < 0):
+            raise ValueError(
+                f"group={group!r} does not contain this process (global rank "
+                f"{dist.get_rank()}): torch.distributed.new_group(ranks) gives the group only "
+                "to the processes in ranks; create the DistributedSync only on those, and "
+                "run their loops over it"
             )
         self._every_n_steps = every_n_steps
         self._group = group
