@@ -613,3 +613,10 @@ def test_the_c_stepper_given_objects_of_another_type_raises_and_never_crashes() 
     lines = result.stdout.split()
     assert lines[-1] == "alive"
     assert "ran" not in lines[:-1]
+
+
+def test_a_loop_warning_points_at_the_users_for_loop() -> None:
+    with pytest.warns(LoopWarning) as caught:
+        for _ in Loop(iter(range(3)), max_steps=10):
+            pass
+    assert caught[0].filename == __file__

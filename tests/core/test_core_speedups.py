@@ -56,7 +56,9 @@ class Faults:
     clock_stop_at: int | None = None  # the clock raises StopIteration on this reading
     clock_nan_at: int | None = None  # this reading is NaN (rule 23)
     clock_back_at: int | None = None  # from this reading on, the clock is 3 s behind (rule 23)
+    clock_jump_at: int | None = None  # from this reading on, 5e9 s ahead (a tiny period fails)
     data_more_at: int | None = None  # the data yields one batch more than its len in this epoch
+    sync_error_at: int | None = None  # the sync's combine raises on this call
     stop_in_body_of: int | None = None
     close_in_body_of: int | None = None
     break_in_body_of: int | None = None
@@ -112,7 +114,28 @@ class FaultyClock(ManualClock):
         back_at = self.faults.clock_back_at
         if back_at is not None and reading >= back_at:
             return now - 3.0
+        jump_at = self.faults.clock_jump_at
+        if jump_at is not None and reading >= jump_at:
+            return now + 5e9
         return now
+
+
+class FaultySync:
+    """Wraps a sync whose ``combine`` raises on its ``at``-th call (an error that reaches
+    ``_decide`` after it stored the step, following quiet steps)."""
+
+    def __init__(self, inner: Any, at: int) -> None:
+        self.inner = inner
+        self.every_n_steps = inner.every_n_steps
+        self.at = at
+        self.calls = 0
+
+    def combine(self, flags: Sequence[int]) -> Sequence[int]:
+        self.calls += 1
+        if self.calls - 1 == self.at:
+            raise Boom(f"combine {self.at}")
+        result: Sequence[int] = self.inner.combine(flags)
+        return result
 
 
 class OtherProcessSync:
@@ -210,6 +233,7 @@ STEP_EVENTS = st.dictionaries(
         st.builds(Event, every_n_seconds=st.sampled_from([0.5, 1.0, 2.25])),
         st.builds(Event, at_time=st.sampled_from([0.0, 1.0, 3.5])),
         st.builds(Event, at_step=st.just(2**62 - 1), every_n_steps=st.just(2**62 - 1)),
+        st.builds(Event, every_n_seconds=st.just(1e-6)),
         st.builds(
             Event, condition_function=st.sampled_from([lambda s: s.step % 5 == 2, lambda s: False])
         ),
@@ -225,7 +249,9 @@ FAULT_KINDS = (
     "clock_stop_at",
     "clock_nan_at",
     "clock_back_at",
+    "clock_jump_at",
     "data_more_at",
+    "sync_error_at",
 )
 
 
@@ -276,6 +302,22 @@ def make_faults(kind: str | None, at: int, **body: int | None) -> Faults:
     resume_at=None,
     look_every=1_000,
 )
+# A combine that fails after quiet steps: the run is left at the step being decided.
+@example(
+    length=10,
+    max_epochs=1,
+    max_steps=None,
+    max_seconds=None,
+    events={},
+    tick=0.25,
+    sync_every=3,
+    other=None,
+    varying=False,
+    epoch_length=None,
+    faults=Faults(sync_error_at=2),
+    resume_at=None,
+    look_every=1_000,
+)
 def test_the_c_path_and_the_pure_path_are_indistinguishable(
     length: int,
     max_epochs: int | None,
@@ -312,6 +354,8 @@ def test_the_c_path_and_the_pure_path_are_indistinguishable(
             sync = OtherProcessSync(sync_every, offset, ahead=250_000, longest=uneven == "longest")
         elif sync_every is not None:
             sync = ThreadSync(1, every_n_steps=sync_every)
+        if sync is not None and faults.sync_error_at is not None:
+            sync = FaultySync(sync, faults.sync_error_at)
         loop = Loop(
             Data(length, faults, varying=varying),
             max_epochs=max_epochs,
@@ -323,8 +367,9 @@ def test_the_c_path_and_the_pure_path_are_indistinguishable(
             sync=sync,
             uneven=uneven,
         )
-        if isinstance(sync, OtherProcessSync):
-            sync.run = loop._run
+        inner = sync.inner if isinstance(sync, FaultySync) else sync
+        if isinstance(inner, OtherProcessSync):
+            inner.run = loop._run
         if saved_state is not None:
             with contextlib.suppress(ValueError):  # a state this loop cannot resume from
                 loop.load_state_dict(saved_state)

@@ -338,6 +338,27 @@ open_epoch(Stepper *self)
     return 0;
 }
 
+/* _decide raised: when it had already stored ``step`` on the run, the quiet position kept
+ * here is older than the run's and must not be flushed over it. Keeps the error set. */
+static void
+keep_decided_position(Stepper *self, long long step)
+{
+    if (!self->dirty) {
+        return;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *current = PyObject_GetAttr(self->run, str_step);
+    long long stored = 0;
+    if (current != NULL && as_long_long(current, &stored) == 0 && stored == step) {
+        self->step = step;
+        self->dirty = 0;
+    }
+    Py_XDECREF(current);
+    PyErr_Clear();
+    PyErr_Restore(type, value, traceback);
+}
+
 /* Step ``step`` needs a decision: hand it to run._decide, with the previous reading as
  * the floor below which readings do not go. Steals batch and now. */
 static PyObject *
@@ -349,13 +370,16 @@ decided_step(Stepper *self, PyObject *batch, long long step, PyObject *now)
     if ((step_obj = PyLong_FromLongLong(step)) == NULL) {
         goto error;
     }
-    self->step = step;
     result = CALL3(self->decide, step_obj, now, self->now);
     Py_CLEAR(step_obj);
     Py_CLEAR(now);
     if (result == NULL) {
+        /* As in Python: the run stays at the last step returned if _decide raised before
+         * it stored this step (a bad clock reading), else at this step. */
+        keep_decided_position(self, step);
         goto error;
     }
+    self->step = step;
     self->dirty = 0; /* run._decide stored step and now on the run */
     if (!PyTuple_Check(result) || PyTuple_Size(result) != 4) {
         PyErr_SetString(PyExc_TypeError,

@@ -19,7 +19,7 @@ class LoopWarning(UserWarning):
 def warn(message: str) -> None:
     """Warn with ``LoopWarning``, attributed to the first caller outside dloop (the user's
     ``for`` loop), whichever path of the loop (C or Python) raised it."""
-    level = 1
+    level = 2  # for warnings.warn, 1 is this function and 2 the one that called it
     frame = sys._getframe(1)
     while frame is not None and frame.f_globals.get("__name__", "").startswith("dloop."):
         frame = frame.f_back  # type: ignore[assignment]
