@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dloop import Loop, _order_warning
+from dloop import Loop, LoopWarning, _order_warning
 
 
 class RandomSampler:
@@ -105,7 +105,7 @@ def resume(data: Any, state: dict[str, Any]) -> Loop[Any]:
 def test_a_mid_epoch_resume_of_a_shuffled_loader_warns_that_the_order_will_differ() -> None:
     state = saved_at(DataLoader(8, RandomSampler(8)), step=5)  # epoch 1, batch 1
 
-    with pytest.warns(UserWarning, match="the loop resumes inside epoch") as caught:
+    with pytest.warns(LoopWarning, match="the loop resumes inside epoch") as caught:
         resume(DataLoader(8, RandomSampler(8)), state)
 
     assert len(caught) == 1

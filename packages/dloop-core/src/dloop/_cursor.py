@@ -145,26 +145,20 @@ class DataCursor(Generic[T]):
         return length
 
     def _epoch_iterator(self, epoch: int, skip: int, length: int | None) -> Iterator[T]:
-        data = self.data
-        if self.longest:
-            if length is None:
-                return self._skipped(epoch, skip)
+        if self.longest and length is not None:
             batches = self._skipped(epoch, min(skip, length))
             return _padded(batches, length - skip, epoch, check_more=self.cut is None)
+        return self._skipped(epoch, skip)
+
+    def _skipped(self, epoch: int, skip: int) -> Iterator[T]:
+        """The epoch's iterator after its first ``skip`` batches: from ``iter_from(skip)``
+        when the data has it (adapters skip without loading), else read and dropped."""
+        data = self.data
         if not skip:
             return iter(data)
         iter_from = getattr(data, ITER_FROM, None)
         if callable(iter_from):
             return iter(iter_from(skip))
-        return self._skipped(epoch, skip)
-
-    def _skipped(self, epoch: int, skip: int) -> Iterator[T]:
-        """The epoch's iterator after dropping its first ``skip`` batches."""
-        data = self.data
-        if skip:
-            iter_from = getattr(data, ITER_FROM, None)
-            if callable(iter_from):
-                return iter(iter_from(skip))
         iterator = iter(data)
         dropped = sum(1 for _ in islice(iterator, skip))
         if dropped < skip:

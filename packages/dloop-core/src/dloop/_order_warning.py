@@ -8,9 +8,10 @@ kin have one) or ``Random`` in its class name.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any
+
+from dloop._warnings import warn
 
 _LOADER_ATTRIBUTES = ("dataset", "sampler", "batch_sampler")
 
@@ -50,12 +51,10 @@ def warn_if_order_differs(data: object, state: Mapping[str, Any]) -> None:
     if sampler is None:
         return
     _warned = True
-    warnings.warn(
+    warn(
         f"the loop resumes inside epoch {state['epoch']} of data {data!r}, a DataLoader "
         f"whose sampler {sampler!r} draws a new random order for every pass: the resumed "
         "epoch will see other batches than the uninterrupted run (some samples twice, "
         "some not at all). Wrap the DataLoader with dloop_torch.prepare(loader), which "
         "saves that order's random state in the loop's state dict and replays it.",
-        UserWarning,
-        stacklevel=3,
     )

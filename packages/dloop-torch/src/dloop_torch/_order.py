@@ -31,6 +31,8 @@ from torch.utils.data import (
 )
 from torch.utils.data.dataloader import _InfiniteConstantSampler
 
+from dloop import LoopWarning
+
 # Samplers whose draws come only from ``.generator`` or, when it is None, torch's global
 # generator: replayed exactly. Recognised by their ``__iter__``, so that a subclass that
 # only adds methods (a ``set_epoch``) is known too, and one with its own order is not.
@@ -240,10 +242,10 @@ class Order:
     def state_dict(self, epoch: int) -> dict[str, Any]:
         """The JSON part of a state dict: the current epoch's start and the generators now.
 
-        Warns (``UserWarning``) when a sampler's order cannot be replayed.
+        Warns (``dloop.LoopWarning``) when a sampler's order cannot be replayed.
         """
         if self.sources.unknown:
-            warnings.warn(unknown_warning(self.sources.unknown), UserWarning, stacklevel=4)
+            warnings.warn(unknown_warning(self.sources.unknown), LoopWarning, stacklevel=4)
         current = self._current
         start: dict[str, Any] | None = None
         if current is not None:

@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from dloop import LoopWarning
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
 from dloop_torch._epoch import first_iter, to_the_end
@@ -79,7 +80,7 @@ class PreparedData(Generic[T]):
             self._order = Order(self._loader)
         self._restarts_workers = self._loader is not None and restarts_workers(self._loader)
         if self._restarts_workers:
-            warnings.warn(workers_warning(self._loader), UserWarning, stacklevel=3)
+            warnings.warn(workers_warning(self._loader), LoopWarning, stacklevel=3)
 
     def __iter__(self) -> Iterator[T]:
         """One epoch of batches, on ``device`` when one is set."""
@@ -149,7 +150,7 @@ class PreparedData(Generic[T]):
         goes under ``"data"``. JSON built-in values; None when there is nothing to save.
 
         Warns:
-            UserWarning: A sampler dloop cannot replay is named, with what to use instead.
+            dloop.LoopWarning: A sampler dloop cannot replay is named, with what to use instead.
         """
         state: dict[str, Any] = {}
         if self._order is not None:
@@ -352,7 +353,7 @@ def prepare(
             does not have (such as ``"cuda"`` without CUDA, or ``"mps"``).
 
     Warns:
-        UserWarning: At ``prepare``, when persistent workers must restart every epoch
+        dloop.LoopWarning: At ``prepare``, when persistent workers must restart every epoch
             (a dataset with ``set_epoch``); at ``state_dict()``, for a sampler whose order
             a resume cannot reproduce.
     """
