@@ -51,7 +51,7 @@ else:
 
 
 class RunIterator(Iterator[tuple[T_co, frozenset[Hashable]]], Protocol[T_co]):
-    """What ``Run.iterator`` returns: the generator ``Run.iterate``, or the C
+    """What ``Run.iterator`` returns: a generator of ``_steps``, or the C
     accelerator's ``Stepper`` (which also has ``settle()``)."""
 
     def close(self) -> None:
@@ -198,8 +198,8 @@ class Run(Generic[T]):
 
     def iterator(self) -> RunIterator[T]:
         """The iterator of the run: the C accelerator's over re-iterable data of known
-        epoch length when it is built and not disabled (``DLOOP_PURE_PYTHON=1``), else
-        ``iterate()``.
+        epoch length when it is built and not disabled (``DLOOP_PURE_PYTHON=1``), else the
+        generator of ``_steps`` for the kind of data.
 
         The accelerator keeps ``step`` and ``now`` of quiet steps in its own fields until
         its ``settle()`` is called (``Loop`` calls it before reading them) or it calls back
