@@ -13,8 +13,9 @@ It starts two processes that each iterate their own list of batches with a trivi
   one-element tensor per step, what libraries that agree on every step pay (DDP's Join,
   per-step ``dispatch_batches``, a padded step count with a "has data" flag).
 
-Each variant runs ``--repeats`` times, interleaved; the table shows the median µs per step
-on rank 0 and its ratio to the loop without a sync, from one run.
+Each variant runs ``--repeats`` times, interleaved; the table (Markdown) shows the median
+µs per step on rank 0 and its ratios to the loop without a sync and to the per-step
+all-reduce of a flag, from one run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch.multiprocessing as mp
 from dloop import Loop, LoopWarning
 from dloop_torch import DistributedSync
 
+FLAG = "all_reduce of a flag every step"
 EPOCH = 1_000
 """Batches per epoch of the first process; the second has 10% fewer with uneven data."""
 
@@ -150,15 +152,20 @@ def main() -> None:
         process.join(timeout=60)
     assert isinstance(results, dict)
     base = statistics.median(results["dloop, no sync"])
+    flag = statistics.median(results[FLAG])
     print(
         f"two processes, gloo on loopback, {args.steps} steps per variant, medians of "
         f"{args.repeats}; Python {platform.python_version()}, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs"
     )
-    print(f"{'variant':<42} {'µs/step':>9} {'vs no sync':>11}")
+    print(f"| {'variant':<42} | {'µs/step':>9} | {'vs no sync':>11} | {'vs flag every step':>18} |")
+    print(f"|{'-' * 44}|{'-' * 11}:|{'-' * 12}:|{'-' * 19}:|")
     for name, times in results.items():
         median = statistics.median(times)
-        print(f"{name:<42} {median * 1e6:9.2f} {median / base:10.2f}x")
+        print(
+            f"| {name:<42} | {median * 1e6:9.2f} | {median / base:10.1f}x "
+            f"| {median / flag:17.3f}x |"
+        )
 
 
 if __name__ == "__main__":

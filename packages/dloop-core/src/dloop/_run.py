@@ -13,24 +13,23 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Generator, Hashable, Iterator
-from heapq import heappop, heapreplace
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from dloop._agreement import Agreement
 from dloop._budget import TimeBudget
-from dloop._cursor import END, DataCursor
+from dloop._cursor import DataCursor
 from dloop._loop_events import LoopEvents
-from dloop._schedule import NEVER, Schedule, next_multiple_step
+from dloop._progress import loop_state, total_steps
+from dloop._schedule import NEVER, Schedule
 from dloop._signals import StopSignals
 from dloop._state import LoopState
+from dloop._steps import CONTINUE, EMPTY, EPOCH_OVER, FINISHED, sized_steps, unsized_steps
 from dloop._warnings import warn
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
-EMPTY: frozenset[Hashable] = frozenset()
-"""The events of a quiet step: one shared empty set, so quiet steps allocate nothing."""
 
 EPOCH_START = LoopEvents.EPOCH_START
 EPOCH_END = LoopEvents.EPOCH_END
@@ -38,9 +37,6 @@ TRAINING_END = LoopEvents.TRAINING_END
 INTERRUPTED = LoopEvents.INTERRUPTED
 PADDING = LoopEvents.PADDING
 
-CONTINUE, EPOCH_OVER, FINISHED = 0, 1, 2
-"""What ``_decide`` says about the step it decided: the epoch goes on, it ended on that
-step (the next batch opens the next epoch), or the run ended on it."""
 
 _speedups: Any
 _gil_enabled: Callable[[], bool] = getattr(sys, "_is_gil_enabled", lambda: True)
@@ -55,7 +51,7 @@ else:
 
 
 class RunIterator(Iterator[tuple[T_co, frozenset[Hashable]]], Protocol[T_co]):
-    """What ``Run.iterator`` returns: the generator ``Run.iterate``, or the C
+    """What ``Run.iterator`` returns: a generator of ``_steps``, or the C
     accelerator's ``Stepper`` (which also has ``settle()``)."""
 
     def close(self) -> None:
@@ -147,6 +143,14 @@ class Run(Generic[T]):
         budget = self.budget
         return self.now - budget.start if self.started else budget.elapsed_offset
 
+    def total_steps(self) -> int | None:
+        """The global number of steps the run reaches, when known (see ``_progress``)."""
+        return total_steps(self)
+
+    def state(self) -> LoopState:
+        """The ``LoopState`` of the batch just yielded."""
+        return loop_state(self)
+
     def epoch_length(self) -> int | None:
         """The length of the current epoch (agreed, with a sync) or, before iterating, the
         one known: the saved one inside an epoch, else the data's."""
@@ -155,49 +159,6 @@ class Run(Generic[T]):
         if self.step >= 0 and not self.epoch_finished:
             return self.saved_epoch_length
         return self.cursor.length_hint
-
-    def total_steps(self) -> int | None:
-        """The global number of steps the run reaches, when known: epochs still to come are
-        counted at the length of the current one (SPEC rule 25)."""
-        total = None if self.max_steps is None else self.max_steps
-        length = self.epoch_length()
-        if self.max_epochs != NEVER and length is not None:
-            if self.epoch_finished:
-                by_epochs = self.step + 1 + (self.max_epochs - self.epoch - 1) * length
-            else:
-                by_epochs = self.epoch_first_step + (self.max_epochs - self.epoch) * length
-            total = by_epochs if total is None else min(total, by_epochs)
-        return total
-
-    def state(self) -> LoopState:
-        step = self.step
-        elapsed = self.elapsed()
-        total = self.total_steps()
-        max_seconds = self.budget.max_seconds
-        fractions = []
-        if total is not None:
-            fractions.append((step + 1) / total)
-        if max_seconds is not None:
-            fractions.append(elapsed / max_seconds)
-        progress = min(1.0, max(0.0, max(fractions))) if fractions else None
-        etas = []
-        if total is not None and step >= 1:
-            etas.append(elapsed / step * (total - step))
-        if max_seconds is not None:
-            etas.append(max_seconds - elapsed)
-        eta = max(0.0, min(etas)) if etas else None
-        if self.finished:
-            eta = 0.0
-        return LoopState(
-            step=step,
-            epoch=self.epoch,
-            epoch_step=step - self.epoch_first_step,
-            elapsed=elapsed,
-            epoch_length=self.epoch_length(),
-            total_steps=total,
-            progress=progress,
-            eta=eta,
-        )
 
     # ------------------------------------------------------------------ control
 
@@ -237,8 +198,8 @@ class Run(Generic[T]):
 
     def iterator(self) -> RunIterator[T]:
         """The iterator of the run: the C accelerator's over re-iterable data of known
-        epoch length when it is built and not disabled (``DLOOP_PURE_PYTHON=1``), else
-        ``iterate()``.
+        epoch length when it is built and not disabled (``DLOOP_PURE_PYTHON=1``), else the
+        generator of ``_steps`` for the kind of data.
 
         The accelerator keeps ``step`` and ``now`` of quiet steps in its own fields until
         its ``settle()`` is called (``Loop`` calls it before reading them) or it calls back
@@ -247,7 +208,7 @@ class Run(Generic[T]):
         if _speedups is not None and self.cursor.sized:
             stepper: RunIterator[T] = _speedups.Stepper(self, EMPTY)
             return stepper
-        return self.iterate()
+        return sized_steps(self) if self.cursor.sized else unsized_steps(self)
 
     def _begin(self) -> bool:
         """Start iterating: stop signals, the clock's origin, the schedule, the position of
@@ -328,93 +289,6 @@ class Run(Generic[T]):
             f"{self.epoch_length_now} (from epoch_length= or len(data))"
         )
 
-    def iterate(self) -> Generator[tuple[T, frozenset[Hashable]], None, None]:
-        """The generator that yields ``(batch, events)`` until the run ends. (Each kind of
-        data has its own, rather than one that delegates with ``yield from``, which would
-        cost a frame switch on every step.)"""
-        return self._iterate_sized() if self.cursor.sized else self._iterate_unsized()
-
-    def _iterate_sized(self) -> Generator[tuple[T, frozenset[Hashable]], None, None]:
-        """Re-iterable data whose epoch lengths are known: no look-ahead. The C accelerator
-        does the same (``_speedups.c``)."""
-        try:
-            if not self._begin():
-                return
-            clock = self.budget.clock
-            cell = self.time_cell
-            empty = EMPTY
-            while True:
-                next_step = self._open_epoch()
-                iterator = self.cursor.iterator
-                assert iterator is not None
-                step = self.step
-                floor = now = self.now
-                try:
-                    for batch in iterator:
-                        step += 1
-                        now = clock()
-                        # --- hot path: a quiet step is three compares and three stores ---
-                        if step < next_step and floor <= now < cell[0]:
-                            floor = self.now = now
-                            self.step = step
-                            yield batch, empty
-                            continue
-                        events, next_step, status, floor = self._decide(step, now, floor)
-                        yield batch, events
-                        if status == FINISHED:
-                            return
-                        if status == EPOCH_OVER:
-                            break
-                    else:
-                        self._raise_short_epoch()
-                except TypeError:
-                    self.budget.check(now, floor, step)  # a reading that is no number
-                    raise
-        finally:
-            self.signals.restore()
-
-    def _iterate_unsized(self) -> Generator[tuple[T, frozenset[Hashable]], None, None]:
-        """Data of unknown epoch length, and one-shot streams: the cursor looks ahead (one
-        batch without a sync, up to ``sync.every_n_steps`` with one) to know which batch
-        ends an epoch or the data."""
-        try:
-            if not self._begin():
-                return
-            cursor = self.cursor
-            clock = self.budget.clock
-            cell = self.time_cell
-            empty = EMPTY
-            peeking = self.agreement is None
-            next_step = self._open_epoch()
-            step = self.step
-            floor = now = self.now
-            while True:
-                batch = cursor.take()
-                if batch is END:
-                    if not cursor.padding(step + 1):
-                        self._no_batch()
-                        return
-                    batch = None  # type: ignore[assignment]  # a padding step has no batch
-                step += 1
-                now = clock()
-                try:
-                    quiet = step < next_step and floor <= now < cell[0]
-                except TypeError:  # a reading that is no number: _decide says so
-                    quiet = False
-                if quiet and (not peeking or cursor.has_next()):
-                    floor = self.now = now
-                    self.step = step
-                    yield batch, empty
-                    continue
-                events, next_step, status, floor = self._decide(step, now, floor)
-                yield batch, events
-                if status == FINISHED:
-                    return
-                if status == EPOCH_OVER:
-                    next_step = self._open_epoch()
-        finally:
-            self.signals.restore()
-
     def _no_batch(self) -> None:
         """The data had no batch where an epoch starts: an error for re-iterable data; for
         a one-shot stream (empty, or used up by a resume) the run ends with a warning."""
@@ -452,17 +326,8 @@ class Run(Generic[T]):
             fired.append(EPOCH_START)
         final = step >= self.last_step
         step_heap = schedule.step_heap
-        while step_heap and step_heap[0][0] <= step:
-            entry = step_heap[0]  # [due step, seq, key, period]; rescheduled in place
-            due = entry[0]
-            if due == step:
-                fired.append(entry[2])
-            every = entry[3]
-            if every:
-                entry[0] = step + every if due == step else next_multiple_step(step, every)
-                heapreplace(step_heap, entry)
-            else:
-                heappop(step_heap)
+        if step_heap and step_heap[0][0] <= step:
+            schedule.fire_steps(step, fired)
 
         timed = budget.max_seconds is not None
         if timed:

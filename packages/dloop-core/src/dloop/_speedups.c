@@ -1,7 +1,7 @@
 /* dloop._speedups: an optional C iterator for the quiet steps of runs over sized data.
  *
- * ``Stepper(run, EMPTY)`` iterates like ``Run._iterate_sized()`` (the pure-Python generator
- * in _run.py): re-iterable data whose epoch lengths are known. It only owns the per-step hot
+ * ``Stepper(run, EMPTY)`` iterates like ``sized_steps(run)`` (the pure-Python generator
+ * in _steps.py): re-iterable data whose epoch lengths are known. It only owns the per-step hot
  * path: take the next batch, count the step, read the clock once, and when no decision is
  * due (step < next_step and floor <= now < run.time_cell[0], with a float reading) keep step
  * and now and return (batch, EMPTY). Everything else calls back into Python, on the run:
@@ -660,7 +660,7 @@ static PyGetSetDef stepper_getset[] = {
 };
 
 static PyType_Slot stepper_slots[] = {
-    {Py_tp_doc, "Iterate a run over sized data like Run.iterate(), quiet steps in C."},
+    {Py_tp_doc, "Iterate a run over sized data like dloop._steps.sized_steps(run), quiet steps in C."},
     {Py_tp_new, stepper_new},
     {Py_tp_dealloc, stepper_dealloc},
     {Py_tp_finalize, stepper_finalize},

@@ -6,7 +6,7 @@ from typing import Any
 from dloop._run import Run
 
 class Stepper:
-    """Iterate a run over sized data like ``Run.iterate()``, quiet steps in C."""
+    """Iterate a run over sized data like ``_steps.sized_steps(run)``, quiet steps in C."""
 
     def __init__(self, run: Run[Any], empty: frozenset[Hashable], /) -> None: ...
     def __iter__(self) -> Stepper: ...
