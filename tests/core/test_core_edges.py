@@ -620,3 +620,14 @@ def test_a_loop_warning_points_at_the_users_for_loop() -> None:
         for _ in Loop(iter(range(3)), max_steps=10):
             pass
     assert caught[0].filename == __file__
+
+
+@pytest.mark.parametrize("with_sync", [False, True])
+def test_an_infinite_reading_on_a_step_event_raises_on_that_step(with_sync: bool) -> None:
+    clock = ReadingClock([0.0, 1.0, 2.0, math.inf, 4.0])
+    sync = ThreadSync(1, every_n_steps=50) if with_sync else None
+    loop = Loop(range(10), max_epochs=1, clock=clock, sync=sync, events={"e": Event(at_step=2)})
+    seen: list[object] = []
+    with pytest.raises(ValueError, match=r"clock returned inf at step 2"):
+        collect_batches(loop, seen)
+    assert seen == [0, 1]

@@ -63,6 +63,7 @@ class DataCursor(Generic[T]):
         "one_shot",
         "opened",
         "pass_last",
+        "plain",
         "sized",
         "synced",
     )
@@ -89,6 +90,8 @@ class DataCursor(Generic[T]):
         self.sized = hint is not None and not one_shot
         """Re-iterable data whose every epoch length is known when the epoch opens (by
         epoch_length= or len()): no look-ahead, and the C accelerator can run it."""
+        self.plain = self.sized and not synced
+        """Sized data in one process: the epoch ends at ``pass_last``, nothing else to know."""
         self.iterator: Iterator[T] | None = None
         self.buffer: deque[T] = deque()
         self.exhausted = False
@@ -290,7 +293,7 @@ class DataCursor(Generic[T]):
 
     def next_end(self, step: int) -> int:
         """The next step after ``step`` that must be decided for the data's sake: the end of
-        the pass or cut epoch, and the first and every padding step."""
+        the pass or cut epoch (``end``), and the first and every padding step."""
         next_step = self.end
         if self.longest and self.local_last < next_step:
             next_step = min(next_step, max(self.local_last + 1, step + 1))

@@ -14,6 +14,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Hashable, Iterator
+from heapq import heappop, heapreplace
 from typing import Any, Generic, Protocol, TypeVar
 
 from dloop._agreement import Agreement
@@ -21,7 +22,7 @@ from dloop._budget import TimeBudget
 from dloop._cursor import DataCursor
 from dloop._loop_events import LoopEvents
 from dloop._progress import loop_state, total_steps
-from dloop._schedule import NEVER, Schedule
+from dloop._schedule import NEVER, Schedule, next_multiple_step
 from dloop._signals import StopSignals
 from dloop._state import LoopState
 from dloop._steps import CONTINUE, EMPTY, EPOCH_OVER, FINISHED, sized_steps, unsized_steps
@@ -315,8 +316,8 @@ class Run(Generic[T]):
         once the limits have spoken, so that a one-shot stream is not read past the run.
         """
         budget = self.budget
-        if type(now) is not float or not floor <= now < budget.latest:
-            now = budget.check(now, floor, step)
+        if type(now) is not float or not floor <= now:  # not a number, nan, -inf, or back
+            now = budget.check(now, floor, step)  # (inf and the 1e12 s bound: at the time cell)
         self.step = step
         self.now = now
         fired: list[Hashable] = []
@@ -326,8 +327,17 @@ class Run(Generic[T]):
             fired.append(EPOCH_START)
         final = step >= self.last_step
         step_heap = schedule.step_heap
-        if step_heap and step_heap[0][0] <= step:
-            schedule.fire_steps(step, fired)
+        while step_heap and step_heap[0][0] <= step:  # Schedule.fire_steps, inlined: hot
+            entry = step_heap[0]  # [due step, seq, key, period]; rescheduled in place
+            due = entry[0]
+            if due == step:
+                fired.append(entry[2])
+            every = entry[3]
+            if every:
+                entry[0] = step + every if due == step else next_multiple_step(step, every)
+                heapreplace(step_heap, entry)
+            else:
+                heappop(step_heap)
 
         timed = budget.max_seconds is not None
         if timed:
@@ -336,10 +346,14 @@ class Run(Generic[T]):
         if agreement is None:
             if timed:
                 self._set_time_cell()  # the max_seconds threshold moves with the estimate
-            if now >= self.time_cell[0]:
+            if now >= self.time_cell[0]:  # the time cell is at most start + 1e12 s
+                if now >= budget.latest:
+                    budget.check(now, floor, step)
                 elapsed = now - budget.start
                 final = self._decide_time(elapsed, budget.step_seconds, 1, fired) or final
                 self._set_time_cell()
+        elif now >= budget.latest:  # with a sync the time cell is inf: check here
+            budget.check(now, floor, step)
         elif step == agreement.next_step:
             every = agreement.every_n_steps
             agreement.next_step = step + every
@@ -356,28 +370,15 @@ class Run(Generic[T]):
             self.stop_requested = self.stop_requested or agreed.stop
             final = self._decide_time(agreed.elapsed, agreed.step_seconds, every, fired) or final
 
-        if cursor.sized:
+        if cursor.plain:  # re-iterable data of known lengths, one process: the common case
             epoch_end = step == cursor.pass_last
-            data_end = False
+            self.epoch_finished = epoch_end
+            if epoch_end:
+                fired.append(EPOCH_END)
+                schedule.fire_epoch_end(self.epoch, fired)
+                final = final or self.epoch + 1 >= self.max_epochs
         else:
-            last_epoch = self.epoch + 1 >= self.max_epochs
-            epoch_end, data_end = cursor.ends(step, final=final, last_epoch=last_epoch)
-        self.epoch_finished = epoch_end
-        if epoch_end:
-            fired.append(EPOCH_END)
-            schedule.fire_epoch_end(self.epoch, fired)
-            final = final or self.epoch + 1 >= self.max_epochs
-        if cursor.synced and ((epoch_end and not cursor.one_shot) or data_end):
-            cursor.leave_unused(step, self.epoch)
-        if data_end:
-            if not final:
-                warn(
-                    f"the one-shot data ended at step {step}, before {self._limits()}: the "
-                    "run ends there"
-                )
-            final = True
-        if cursor.longest and cursor.padding(step):
-            fired.append(PADDING)
+            epoch_end, final = self._data_ends(step, final, fired)
 
         conditions = schedule.conditions
         if conditions:
@@ -396,10 +397,9 @@ class Run(Generic[T]):
         next_step = step_heap[0][0] if step_heap else NEVER
         if self.last_step < next_step:
             next_step = self.last_step
-        if cursor.end < next_step:
-            next_step = cursor.end
-        if cursor.longest:
-            next_step = min(next_step, cursor.next_end(step))
+        end = cursor.end if cursor.plain else cursor.next_end(step)
+        if end < next_step:
+            next_step = end
         if agreement is not None:
             next_step = min(next_step, agreement.next_step)
             self.time_cell[0] = math.inf  # a stop request waits for the agreement step
@@ -411,6 +411,33 @@ class Run(Generic[T]):
         if len(fired) == 1:
             return schedule.singles[fired[0]], next_step, status, now
         return frozenset(fired), next_step, status, now
+
+    def _data_ends(self, step: int, final: bool, fired: list[Hashable]) -> tuple[bool, bool]:
+        """For ``_decide``, beyond the common case: where the epoch and the data end with a
+        look-ahead, a one-shot stream, a sync or padding; (epoch end, final)."""
+        cursor = self.cursor
+        last_epoch = self.epoch + 1 >= self.max_epochs
+        if cursor.sized:
+            epoch_end, data_end = step == cursor.pass_last, False
+        else:
+            epoch_end, data_end = cursor.ends(step, final=final, last_epoch=last_epoch)
+        self.epoch_finished = epoch_end
+        if epoch_end:
+            fired.append(EPOCH_END)
+            self.schedule.fire_epoch_end(self.epoch, fired)
+            final = final or last_epoch
+        if cursor.synced and ((epoch_end and not cursor.one_shot) or data_end):
+            cursor.leave_unused(step, self.epoch)
+        if data_end:
+            if not final:
+                warn(
+                    f"the one-shot data ended at step {step}, before {self._limits()}: the "
+                    "run ends there"
+                )
+            final = True
+        if cursor.longest and cursor.padding(step):
+            fired.append(PADDING)
+        return epoch_end, final
 
     def _decide_time(
         self, elapsed: float, step_seconds: float | None, horizon: int, fired: list[Hashable]

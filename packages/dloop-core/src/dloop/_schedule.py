@@ -92,7 +92,7 @@ class Schedule:
             if event.condition_function is not None
         ]
         # [step, seq, key, period]: period 0 for a one-shot at_step. Lists, so that the
-        # schedule reschedules a periodic trigger in place (see fire_steps).
+        # loop reschedules a periodic trigger in place (see Run._decide).
         self.step_heap: list[list[Any]] = []
         # (elapsed deadline, seq, key, period, k): period 0.0 for a one-shot at_time.
         self.time_heap: list[tuple[float, int, Hashable, float, int]] = []
@@ -144,22 +144,6 @@ class Schedule:
                         self.time_heap.append((time, self._next_seq(), key, 0.0, 0))
         heapq.heapify(self.step_heap)
         heapq.heapify(self.time_heap)
-
-    def fire_steps(self, step: int, fired: list[Hashable]) -> None:
-        """Add the keys of the step triggers due at ``step``; reschedule periodic ones in
-        place, past ``step``."""
-        step_heap = self.step_heap
-        while step_heap and step_heap[0][0] <= step:
-            entry = step_heap[0]  # [due step, seq, key, period]
-            due = entry[0]
-            if due == step:
-                fired.append(entry[2])
-            every = entry[3]
-            if every:
-                entry[0] = step + every if due == step else next_multiple_step(step, every)
-                heapq.heapreplace(step_heap, entry)
-            else:
-                heapq.heappop(step_heap)
 
     @property
     def next_time(self) -> float:
