@@ -69,10 +69,10 @@ def validate(model: nn.Module, rank: int) -> tuple[float, int]:
     return float(totals[0] / totals[1]), int(totals[1])
 
 
-def train(rank: int, world_size: int, epochs: int) -> None:
-    torch.manual_seed(0)
-    model = DistributedDataParallel(nn.Linear(4, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+def train(
+    network: nn.Module, optimizer: torch.optim.Optimizer, rank: int, world_size: int, epochs: int
+) -> None:
+    model = DistributedDataParallel(network)  # the same parameters the optimizer holds
     loader = DataLoader(
         make_data(TRAIN_SHARDS[rank], seed=rank),
         batch_size=BATCH_SIZE,
@@ -107,6 +107,13 @@ def train(rank: int, world_size: int, epochs: int) -> None:
 
 def run(rank: int, world_size: int, port: int, epochs: int) -> None:
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # the same weights on every process
+    network = nn.Linear(4, 1)
+    # Made before init_process_group: with torch 2.13, the first optimizer imports
+    # torch._dynamo, which, once a process group exists, keeps it alive past
+    # destroy_process_group, and gloo may then abort the process at exit
+    # ("terminate called without an active exception").
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}" if port else "env://",
@@ -115,7 +122,7 @@ def run(rank: int, world_size: int, port: int, epochs: int) -> None:
         timeout=timedelta(seconds=60),
     )
     try:
-        train(rank, world_size, epochs)
+        train(network, optimizer, rank, world_size, epochs)
     finally:
         dist.destroy_process_group()
 
