@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from _torch_data import RecordingDataset, SeedableRandomSampler
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from dloop import Loop, LoopEvents
 from dloop_torch import prepare
@@ -87,6 +87,25 @@ def test_a_loader_dloop_does_not_know_keeps_its_own_iteration_and_order_on_resum
     assert resumed == uninterrupted[cut + 1 :]
     source = "subclass" if kind == "accelerate-like" else kind
     assert {(name, origin) for name, origin, _, _ in resumed} == {("dict", source)}
+
+
+def test_set_epoch_reaches_the_samplers_of_the_loader_a_wrapper_keeps() -> None:
+    """A wrapper (Lightning Fabric's, for one) has no ``set_epoch`` of its own: the
+    DataLoader it keeps gets it, so its DistributedSampler shuffles every epoch."""
+    data = list(range(12))
+    sampler: DistributedSampler[int] = DistributedSampler(
+        data, num_replicas=1, rank=0, shuffle=True, seed=2
+    )
+    loop = Loop(prepare(Wrapper(DataLoader(data, batch_size=4, sampler=sampler))), max_epochs=3)
+
+    seen = [i for batch, _ in loop for i in ids(batch)]
+
+    reference = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        reference.append(list(sampler))
+    assert [seen[e * 12 : e * 12 + 12] for e in range(3)] == reference
+    assert len({tuple(order) for order in reference}) == 3
 
 
 def test_a_subclass_is_read_and_the_done_batches_dropped() -> None:

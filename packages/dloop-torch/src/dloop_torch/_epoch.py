@@ -50,6 +50,22 @@ def to_the_end(batches: Iterator[T], count: int) -> Iterator[T]:
 
 _END: Any = object()
 
+_FABRIC_WRAPPERS = frozenset({"lightning_fabric.wrappers", "lightning.fabric.wrappers"})
+"""Modules of Lightning Fabric's ``_FabricDataLoader`` (standalone and in ``lightning``)."""
+
+
+def follow_epoch(data: object, epoch: int) -> None:
+    """Tell a loader wrapper that counts epochs by itself which epoch comes next.
+
+    Lightning Fabric's ``_FabricDataLoader`` calls ``set_epoch(n)`` on its sampler at its
+    n-th ``iter()``, after dloop's ``set_epoch``: in a resumed run, or an epoch after a
+    resume, n is not the loop's epoch, and a ``DistributedSampler`` would shuffle as in
+    another epoch. Its count (``_num_iter_calls``) is set to ``epoch``; other data is
+    left alone.
+    """
+    if type(data).__module__ in _FABRIC_WRAPPERS and hasattr(data, "_num_iter_calls"):
+        data._num_iter_calls = epoch
+
 
 def _started(batches: Iterator[T]) -> Iterator[T]:
     """``batches`` with its first item drawn now (and handed out first)."""

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from dloop import LoopWarning
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
-from dloop_torch._epoch import first_iter, to_the_end
+from dloop_torch._epoch import first_iter, follow_epoch, to_the_end
 from dloop_torch._order import EpochStart, Order, replaying
 from dloop_torch._resume import (
     drop_first,
@@ -110,8 +110,9 @@ class PreparedData(Generic[T]):
         self._epoch = epoch
         if self._restarts_workers and self._loader is not None:
             stop_persistent_workers(self._loader)
-        for target in _epoch_targets(self.dataloader):
+        for target in _epoch_targets(self.dataloader, self._loader):
             target.set_epoch(epoch)
+        follow_epoch(self.dataloader, epoch)
 
     def iter_from(self, start: int) -> Iterator[T]:
         """The current epoch's batches from batch ``start`` on (0-based), for a resume.
@@ -293,16 +294,18 @@ def _length(data: Sized) -> int | None:
         return None
 
 
-def _epoch_targets(data: object) -> list[Any]:
-    """The distinct objects of ``data`` with a callable ``set_epoch``, in calling order."""
+def _epoch_targets(data: object, loader: DataLoader[Any] | None) -> list[Any]:
+    """The distinct objects of ``data`` with a callable ``set_epoch``, in calling order:
+    ``data``, then the sampler, batch sampler, its sampler and dataset of ``loader`` (the
+    DataLoader ``data`` is or wraps)."""
     candidates: list[object] = [data]
-    if isinstance(data, DataLoader):
-        batch_sampler = data.batch_sampler
+    if loader is not None:
+        batch_sampler = loader.batch_sampler
         candidates += [
-            data.sampler,
+            loader.sampler,
             batch_sampler,
             getattr(batch_sampler, "sampler", None),
-            data.dataset,
+            loader.dataset,
         ]
     targets: list[Any] = []
     for candidate in candidates:
@@ -337,6 +340,12 @@ def prepare(
       memory on a side stream; the stream of the code that uses a batch waits for its
       copies. With ``device`` None or CPU, batches pass through untouched. Other
       devices get a plain ``.to(device)`` as each batch is asked for.
+
+    A wrapper around a DataLoader (Lightning Fabric's ``setup_dataloaders``, Accelerate's
+    ``prepare``) gets the same: ``set_epoch`` reaches the wrapped loader's samplers, and
+    Fabric's wrapper, which sets its sampler's epoch to the number of times it was
+    iterated, is told the loop's epoch, so that a resumed run shuffles as the
+    uninterrupted one did.
 
     ``len`` is the loader's; errors raised by the loader reach the loop unchanged.
 
