@@ -1,0 +1,64 @@
+"""examples/fabric_train.py trains on the CPU with one process and with two (Fabric starts
+the second), and a run stopped and resumed from its ``fabric.save`` checkpoint ends as
+the uninterrupted run does."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "fabric_train.py"
+
+pytestmark = pytest.mark.slow
+
+
+def run(*arguments: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def validation(output: str) -> tuple[float, float]:
+    found = re.search(r"validation mse ([\d.]+) -> ([\d.]+)$", output.strip())
+    assert found is not None, output
+    return float(found[1]), float(found[2])
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_the_fabric_example_trains_and_its_validation_error_falls(devices: int) -> None:
+    output = run("--devices", str(devices))
+
+    before, after = validation(output)
+    assert after < before / 5
+    assert len(re.findall(r"epoch \d done", output)) == 4
+    steps = 4 * 4096 // (32 * devices)
+    assert f"{devices} process(es): {steps} steps to go" in output
+
+
+def test_the_fabric_example_resumed_from_its_checkpoint_ends_as_one_run(tmp_path: Path) -> None:
+    checkpoint = str(tmp_path / "run.ckpt")
+    uninterrupted = run()
+
+    first = run("--checkpoint", checkpoint, "--stop-after-steps", "199")
+    resumed = run("--checkpoint", checkpoint)
+
+    assert "stopping after step 199" in first
+    assert "resumed from" in resumed
+    assert "after step 199" in resumed
+    assert "312 steps to go" in resumed
+    assert re.findall(r"epoch \d done.*", first + resumed) == re.findall(
+        r"epoch \d done.*", uninterrupted
+    )
+    assert validation(resumed)[1] == validation(uninterrupted)[1]
