@@ -1,0 +1,107 @@
+"""examples/accelerate_train.py trains on one CPU process and on two (torchrun, gloo), and
+a run cut short and resumed from its ``save_state`` directory ends like one run."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "accelerate_train.py"
+TIME_LIMIT = 300
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def run(command: list[str], cwd: Path) -> str:
+    """Run ``command`` on the CPU; return its standard output, failing on an error."""
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=TIME_LIMIT,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def validation_errors(output: str) -> tuple[float, float]:
+    """The validation mse before and after this run, from the last line."""
+    found = re.search(r"validation mse ([\d.]+) -> ([\d.]+)$", output.strip())
+    assert found is not None, output
+    return float(found[1]), float(found[2])
+
+
+def epoch_lines(output: str) -> list[str]:
+    """The validation line of every epoch end."""
+    return re.findall(r"^epoch \d done  validation mse [\d.]+$", output, re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The output of one uninterrupted run on one process."""
+    return run([sys.executable, str(EXAMPLE)], cwd=tmp_path_factory.mktemp("one-run"))
+
+
+@pytest.mark.slow
+def test_the_accelerate_example_trains_on_one_process(one_run: str) -> None:
+    output = one_run
+
+    assert "training on cpu, 1 process(es): 256 steps to go, 4 epochs x 64 batches" in output
+    assert [line.split()[1] for line in epoch_lines(output)] == ["0", "1", "2", "3"]
+    logged = re.findall(r"^step +(\d+) +epoch \d +loss", output, re.MULTILINE)
+    assert {"63", "127", "191", "255"} <= set(logged)
+    before, after = validation_errors(output)
+    assert after < 0.05 * before
+
+
+@pytest.mark.slow
+def test_the_accelerate_example_trains_on_two_processes(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={free_port()}",
+        str(EXAMPLE),
+    ]
+    output = run(command, cwd=tmp_path)
+
+    # Rank 0 alone prints: each line once.
+    assert "training on cpu, 2 process(es): 128 steps to go, 4 epochs x 32 batches" in output
+    assert [line.split()[1] for line in epoch_lines(output)] == ["0", "1", "2", "3"]
+    before, after = validation_errors(output)
+    assert after < 0.1 * before
+
+
+@pytest.mark.slow
+def test_the_accelerate_example_resumed_from_save_state_ends_like_one_run(
+    tmp_path: Path, one_run: str
+) -> None:
+    checkpoint = str(tmp_path / "state")
+    cut = run(
+        [sys.executable, str(EXAMPLE), "--checkpoint", checkpoint, "--stop-after-steps", "98"],
+        cwd=tmp_path,
+    )
+    resumed = run([sys.executable, str(EXAMPLE), "--checkpoint", checkpoint], cwd=tmp_path)
+
+    assert "stopped after step 99" in cut  # the first optimizer step from step 98 on
+    assert "resumed from" in resumed
+    assert "after step 99" in resumed
+    assert "156 steps to go" in resumed
+    assert epoch_lines(cut) + epoch_lines(resumed) == epoch_lines(one_run)
+    assert validation_errors(resumed)[1] == validation_errors(one_run)[1]
