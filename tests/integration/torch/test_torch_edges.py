@@ -92,8 +92,8 @@ def test_a_loader_dloop_does_not_know_keeps_its_own_iteration_and_order_on_resum
 def test_set_epoch_reaches_the_samplers_of_the_loader_a_wrapper_keeps() -> None:
     """A wrapper (Lightning Fabric's, for one) has no ``set_epoch`` of its own: the
     DataLoader it keeps gets it, so its DistributedSampler shuffles every epoch."""
-    data = list(range(12))
-    sampler: DistributedSampler[int] = DistributedSampler(
+    data = RecordingDataset(12)
+    sampler: DistributedSampler[torch.Tensor] = DistributedSampler(
         data, num_replicas=1, rank=0, shuffle=True, seed=2
     )
     loop = Loop(prepare(Wrapper(DataLoader(data, batch_size=4, sampler=sampler))), max_epochs=3)
