@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import reprlib
 from collections import deque
 from collections.abc import Callable
 from statistics import median
@@ -58,7 +59,7 @@ class TimeBudget:
 
     def begin(self, after_step: int) -> float:
         """Read the clock's origin when iteration starts after ``after_step`` steps done."""
-        now = self.check(self.clock(), -math.inf, "the start")
+        now = self.check(self.clock(), -math.inf, "when iteration began")
         self.start = now - self.elapsed_offset
         self.latest = self.start + SECONDS_LIMIT
         self._reference = None
@@ -69,25 +70,31 @@ class TimeBudget:
 
     def check(self, reading: object, floor: float, where: object) -> float:
         """A clock reading as seconds: a finite number (else ``ValueError`` naming it) and
-        never below ``floor`` (a reading that goes back counts as no time passing)."""
+        never below ``floor`` (a reading that goes back counts as no time passing).
+
+        ``where`` is the step the reading is for, or words that say when it was taken.
+        """
+        if isinstance(where, int):
+            where = f"at step {where}"
+        shown = reprlib.repr(reading)
         try:
             if isinstance(reading, (str, bytes, bytearray)):
                 raise TypeError
             now = float(reading)  # type: ignore[arg-type]
+        except OverflowError:  # an int too large for a float
+            now = math.inf
         except (TypeError, ValueError):
             raise TypeError(
-                f"clock returned {reading!r} (a {type(reading).__name__}) at step {where}; it "
+                f"clock returned {shown} (a {type(reading).__name__}) {where}; it "
                 "must return seconds as a finite number"
             ) from None
         if not math.isfinite(now):
-            raise ValueError(
-                f"clock returned {reading!r} at step {where}, not a finite number of seconds"
-            )
+            raise ValueError(f"clock returned {shown} {where}, not a finite number of seconds")
         if now < floor:
             return floor
         if floor != -math.inf and now - self.start >= SECONDS_LIMIT:
             raise ValueError(
-                f"clock reading {reading!r} at step {where} makes the elapsed time "
+                f"clock reading {shown} {where} makes the elapsed time "
                 f"{now - self.start:g} s, beyond 1e12 s: does the clock return seconds?"
             )
         return now

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import numbers
+import reprlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dloop._schedule import DEADLINE_RATIO_LIMIT, key_id
-from dloop._validation import COUNT_LIMIT, SECONDS_LIMIT
+from dloop._validation import COUNT_LIMIT, SECONDS_LIMIT, finite_float
 
 if TYPE_CHECKING:
     from dloop._run import Run
@@ -44,7 +44,10 @@ def state_dict(run: Run[Any]) -> dict[str, Any]:
     if run.started:
         # Once iterating, the time until this call counts too (the body of the step so
         # far), on the last step of the run as on any other.
-        elapsed = budget.check(budget.clock(), run.now, f"{run.step} (state_dict)") - budget.start
+        elapsed = (
+            budget.check(budget.clock(), run.now, f"in state_dict() after step {run.step}")
+            - budget.start
+        )
     else:
         elapsed = run.elapsed()
     started = run.started or run.step >= 0
@@ -79,7 +82,7 @@ class _Fields:
         self.state = state
 
     def fail(self, name: str, value: object, expected: str) -> ValueError:
-        return ValueError(f"state dict key {name!r} has {value!r}, expected {expected}")
+        return ValueError(f"state dict key {name!r} has {reprlib.repr(value)}, expected {expected}")
 
     def boolean(self, name: str) -> bool:
         value = self.state[name]
@@ -114,12 +117,7 @@ class _Fields:
         value = self.state[name]
         if value is None and optional:
             return None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not math.isfinite(value)
-            or not 0 <= float(value) < SECONDS_LIMIT
-        ):
+        if not _is_time(value):
             expected = "a finite number of seconds >= 0 and < 1e12" + (
                 " or None" if optional else ""
             )
@@ -140,7 +138,7 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
         raise ValueError(f"state dict is missing key(s) {missing}; expected {list(_FIELDS)}")
     if state["format"] != FORMAT:
         raise ValueError(f"state dict format {state['format']!r} is not {FORMAT!r}")
-    if state["version"] != VERSION:
+    if type(state["version"]) is not int or state["version"] != VERSION:
         raise ValueError(
             f"state dict version {state['version']!r} is not supported by this dloop "
             f"(which reads version {VERSION})"
@@ -154,14 +152,22 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
     finished = fields.boolean("finished")
     elapsed = fields.seconds("elapsed")
     step_seconds = fields.optional_seconds("step_seconds")
-    if epoch_step > step or (step == -1) != (epoch_step == -1) or (step == -1 and epoch_finished):
+    if (
+        epoch_step > step
+        or (step == -1) != (epoch_step == -1)
+        or (step == -1 and (epoch_finished or epoch > 0))
+        or step - epoch_step < epoch  # every epoch before this one had a batch at least
+    ):
         raise ValueError(
             f"state dict position is inconsistent: step={step}, epoch={epoch}, "
             f"epoch_step={epoch_step}, epoch_finished={epoch_finished}"
         )
-    if saved_length is not None and epoch_step >= saved_length:
+    if saved_length is not None and (
+        epoch_step >= saved_length or (epoch_finished and epoch_step != saved_length - 1)
+    ):
         raise ValueError(
-            f"state dict position is inconsistent: epoch_step={epoch_step} in an epoch of "
+            f"state dict position is inconsistent: epoch_step={epoch_step} "
+            f"{'ending' if epoch_finished else 'in'} an epoch of "
             f"epoch_length={saved_length} batches"
         )
     events = _checked_events(run, state["events"], elapsed)
@@ -231,7 +237,7 @@ def _checked_events(run: Run[Any], records: object, elapsed: float) -> dict[str,
     for name, record in records.items():
         where = f"state dict events[{name!r}]"
         if not isinstance(name, str) or not isinstance(record, Mapping):
-            raise ValueError(f"{where} must map a str to a mapping, got {record!r}")
+            raise ValueError(f"{where} must map a str to a mapping, got {reprlib.repr(record)}")
         unknown = set(record) - {"every_n_seconds", "at_time_pending"}
         if unknown:
             raise ValueError(f"{where} has unknown key(s) {sorted(unknown)}")
@@ -242,7 +248,7 @@ def _checked_events(run: Run[Any], records: object, elapsed: float) -> dict[str,
             if not isinstance(pending, list) or not all(_is_time(time) for time in pending):
                 raise ValueError(
                     f"{where}['at_time_pending'] must be a list of finite times >= 0 and "
-                    f"< 1e12, got {pending!r}"
+                    f"< 1e12, got {reprlib.repr(pending)}"
                 )
         checked[name] = dict(record)
     for name, period in periods.items():
@@ -255,12 +261,9 @@ def _checked_events(run: Run[Any], records: object, elapsed: float) -> dict[str,
 
 
 def _is_time(value: object) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(value)
-        and 0 <= float(value) < SECONDS_LIMIT
-    )
+    """A finite number of seconds >= 0 and below 1e12 (not a bool, not a huge int)."""
+    seconds = finite_float(value)
+    return seconds is not None and 0 <= seconds < SECONDS_LIMIT
 
 
 def _check_deadline(where: str, value: object, elapsed: float) -> None:
@@ -277,11 +280,18 @@ def _check_deadline(where: str, value: object, elapsed: float) -> None:
     ):
         raise ValueError(
             f"{where}['every_n_seconds'] must be [period > 0, next deadline index >= 1], "
-            f"got {value!r}"
+            f"got {reprlib.repr(value)}"
         )
     period, k = float(value[0]), int(value[1])
     if elapsed / period >= DEADLINE_RATIO_LIMIT or k >= DEADLINE_RATIO_LIMIT:
         raise ValueError(
-            f"{where}['every_n_seconds'] = {value!r} with elapsed={elapsed!r}: successive "
-            "deadlines of that period cannot be told apart in floating point"
+            f"{where}['every_n_seconds'] = {reprlib.repr(value)} with elapsed={elapsed!r}: "
+            "successive deadlines of that period cannot be told apart in floating point"
+        )
+    if (k - 1) * period > elapsed:
+        # The loop keeps the first deadline after the elapsed time of its last decision,
+        # which is never after the elapsed time saved: a later one would skip firings.
+        raise ValueError(
+            f"{where}['every_n_seconds'] = {reprlib.repr(value)}: its next deadline "
+            f"{k * period!r} s is not the first one after the saved elapsed={elapsed!r} s"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import reprlib
 from collections.abc import Collection
 
 COUNT_LIMIT = 1 << 62
@@ -17,12 +18,27 @@ SECONDS_LIMIT = 1e12
 31,700 years), so that the agreement protocol carries it as microseconds in an int below
 2**62."""
 
+MAX_TRIGGER_ITEMS = 1 << 20
+"""The most items ``at_step`` or ``at_time`` may hold (1,048,576)."""
+
 MIN_PERIOD = 1e-6
 """The shortest ``every_n_seconds``: one microsecond, the resolution of agreed times."""
 
 
+def finite_float(value: object) -> float | None:
+    """``value`` as a float when it is a real number (not a bool) that is finite as a
+    float, else None: an int too large for a float is not finite here."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        result = float(value)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
 def _describe(value: object) -> str:
-    return f"{value!r} (a {type(value).__name__})"
+    return f"{reprlib.repr(value)} (a {type(value).__name__})"
 
 
 def as_count(name: str, value: object, *, minimum: int = 1) -> int:
@@ -32,7 +48,9 @@ def as_count(name: str, value: object, *, minimum: int = 1) -> int:
         raise TypeError(f"{name} must be an int >= {minimum} and < 2**62, got {_describe(value)}")
     result = operator.index(value)
     if not minimum <= result < COUNT_LIMIT:
-        raise ValueError(f"{name} must be an int >= {minimum} and < 2**62, got {result!r}")
+        raise ValueError(
+            f"{name} must be an int >= {minimum} and < 2**62, got {reprlib.repr(result)}"
+        )
     return result
 
 
@@ -46,18 +64,15 @@ def as_seconds(
         raise TypeError(
             f"{name} must be a finite number {bound} and < 1e12 seconds, got {_describe(value)}"
         )
-    try:
-        result = float(value)
-    except OverflowError:  # an int too large for a float
-        result = math.inf
+    result = finite_float(value)
     if (
-        not math.isfinite(result)
+        result is None
         or result < (minimum or 0.0)
         or (result == 0 and not allow_zero)
         or result >= SECONDS_LIMIT
     ):
         raise ValueError(
-            f"{name} must be a finite number {bound} and < 1e12 seconds, got {value!r}"
+            f"{name} must be a finite number {bound} and < 1e12 seconds, got {reprlib.repr(value)}"
         )
     return result
 
@@ -65,8 +80,20 @@ def as_seconds(
 def _as_collection(name: str, value: object, what: str) -> Collection[object]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
         raise TypeError(f"{name} must be {what} or a collection of them, got {_describe(value)}")
-    if len(value) == 0:
-        raise ValueError(f"{name} must not be an empty collection, got {value!r}")
+    try:
+        size = f"{len(value):,}"
+        if len(value) == 0:
+            raise ValueError(f"{name} must not be an empty collection, got {reprlib.repr(value)}")
+        many = len(value) > MAX_TRIGGER_ITEMS
+    except OverflowError:  # a range longer than len() can say
+        size, many = "2**63 or more", True
+    if many:
+        # Each item is kept (a step or a time to fire on): checked before any is read, so
+        # that a huge range is refused at once instead of filling memory.
+        raise ValueError(
+            f"{name} has {size} items; at most {MAX_TRIGGER_ITEMS:,} are allowed (for a "
+            "regular pattern use every_n_steps or every_n_seconds, or a condition_function)"
+        )
     return value
 
 
