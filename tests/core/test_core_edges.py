@@ -555,29 +555,56 @@ class Big:
     __slots__ = tuple(f"s{i}" for i in range(2000)) + ("step", "now")
 
 class Impostor:
-    # The names the accelerator looks for, on an object of another type whose step and
-    # now are another class's slot descriptors, far beyond this object's memory (this
-    # crashed the accelerator when it wrote slots by offset).
+    # The names the accelerator looks for, with the signatures it calls them with, on an
+    # object of another type whose step and now are another class's slot descriptors, far
+    # beyond this object's memory (this crashed the accelerator when it wrote slots by
+    # offset). Well formed, it runs: the variants below each return something wrong.
     step = Big.step
     now = Big.now
     time_cell = [1e300]
     clock = staticmethod(lambda: 0.0)
     signals = type("S", (), {"restore": staticmethod(lambda: None)})()
+    start_step = -1
     def __getattribute__(self, name):
         if name in ("step", "now"):
-            return -1 if name == "step" else 0.0
+            return object.__getattribute__(self, "start_step") if name == "step" else 0.0
         return object.__getattribute__(self, name)
+    def __setattr__(self, name, value): pass
     def _begin(self): return True
     def _open_sized_epoch(self): return (iter(range(100)), 0)
     def _raise_short_epoch(self): raise ValueError("short")
-    def _decide(self, step, now): return (frozenset(), 1000, 0)
+    def _decide(self, step, now, floor): return (EMPTY, step + 3, 0, 0.0)  # 2 quiet steps
+    def _end(self): pass
 
-class Garbage(Impostor):
-    def _open_sized_epoch(self): return ("not an iterator", "not a step")
-    def _decide(self, step, now): return ("not events", "not a step", None)
+def variant(**methods):
+    return type("Variant", (Impostor,), methods)
 
-class Layout:
-    __slots__ = ("step", "now", "x", "y")
+VARIANTS = {
+    "well-formed": Impostor,
+    "open - garbage": variant(_open_sized_epoch=lambda self: ("no iterator", "no step")),
+    "open - None": variant(_open_sized_epoch=lambda self: None),
+    "open - huge step": variant(_open_sized_epoch=lambda self: (iter(range(9)), 2**70)),
+    "open - step 2**63": variant(_open_sized_epoch=lambda self: (iter(range(9)), 2**63)),
+    "open - negative step": variant(_open_sized_epoch=lambda self: (iter(range(9)), -7)),
+    "decide - None": variant(_decide=lambda self, s, n, f: None),
+    "decide - short": variant(_decide=lambda self, s, n, f: (EMPTY, s + 1, 0)),
+    "decide - str step": variant(_decide=lambda self, s, n, f: (EMPTY, "x", 0, 0.0)),
+    "decide - huge step": variant(_decide=lambda self, s, n, f: (EMPTY, 2**64, 0, 0.0)),
+    "decide - str status": variant(_decide=lambda self, s, n, f: (EMPTY, s + 1, "x", 0.0)),
+    "decide - huge status": variant(_decide=lambda self, s, n, f: (EMPTY, s + 1, 2**80, 0.0)),
+    "decide - status 7": variant(_decide=lambda self, s, n, f: (EMPTY, s + 1, 7, 0.0)),
+    "decide - str now": variant(_decide=lambda self, s, n, f: (EMPTY, s + 1, 0, "now")),
+    "decide - raises": variant(_decide=lambda self, s, n, f: 1 / 0),
+    "decide - finishes, end raises": variant(
+        _decide=lambda self, s, n, f: (EMPTY, s + 1, 2, 0.0), _end=lambda self: 1 / 0
+    ),
+    "start at 2**63": variant(start_step=2**63),
+    "start at 2**62 + 1": variant(start_step=2**62 + 1),
+    "start at a str": variant(start_step="x"),
+    "cell - not a list": variant(time_cell=(1e300,)),
+    "cell - empty": variant(time_cell=[]),
+    "no _end": type("NoEnd", (), {k: v for k, v in vars(Impostor).items() if k != "_end"}),
+}
 
 def attempt(make):
     try:
@@ -585,34 +612,46 @@ def attempt(make):
         for _ in range(50):
             next(stepper)
         stepper.settle()
-    except (TypeError, AttributeError, ValueError, StopIteration, RuntimeError) as error:
+    except (TypeError, AttributeError, ValueError, StopIteration, RuntimeError,
+            IndexError, ZeroDivisionError, OverflowError) as error:
         return type(error).__name__
     return "ran"
 
-for make in [
-    lambda: Stepper(object(), EMPTY),
-    lambda: Stepper(Layout(), EMPTY),
-    lambda: Stepper(42, EMPTY),
-    *[lambda: Stepper(Impostor(), EMPTY)] * 50,
-    lambda: Stepper(Garbage(), EMPTY),
-    lambda: Stepper(Impostor(), set()),
-    lambda: Stepper(),
+class Layout:
+    __slots__ = ("step", "now", "x", "y")
+
+for name, make in [
+    ("object", lambda: Stepper(object(), EMPTY)),
+    ("layout", lambda: Stepper(Layout(), EMPTY)),
+    ("int", lambda: Stepper(42, EMPTY)),
+    ("set for empty", lambda: Stepper(Impostor(), set())),
+    ("no arguments", lambda: Stepper()),
+    *[(name, lambda cls=cls: Stepper(cls(), EMPTY)) for name, cls in VARIANTS.items()],
+    *[("well-formed again", lambda: Stepper(Impostor(), EMPTY))] * 20,
 ]:
-    print(attempt(make))
+    print(f"{name}: {attempt(make)}")
 gc.collect()
 print("alive")
 """
 
 
 def test_the_c_stepper_given_objects_of_another_type_raises_and_never_crashes() -> None:
+    """Private, but no Python object may crash the interpreter through it (rule 22): each
+    object is refused with an exception, or (well formed) runs."""
     pytest.importorskip("dloop._speedups")
     result = subprocess.run(
         [sys.executable, "-c", CRASH_SCRIPT], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.split()
+    lines = result.stdout.splitlines()
     assert lines[-1] == "alive"
-    assert "ran" not in lines[:-1]
+    outcomes = dict(line.rsplit(": ", 1) for line in lines[:-1])
+    assert outcomes.pop("well-formed") == "ran"
+    assert outcomes.pop("well-formed again") == "ran"
+    assert "ran" not in outcomes.values(), outcomes
+    assert outcomes["open - huge step"] == outcomes["start at 2**63"] == "ValueError"
+    assert outcomes["decide - huge step"] == outcomes["start at 2**62 + 1"] == "ValueError"
+    assert outcomes["decide - finishes, end raises"] == "ZeroDivisionError"
 
 
 def test_a_loop_warning_points_at_the_users_for_loop() -> None:

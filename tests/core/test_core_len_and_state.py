@@ -8,7 +8,7 @@ import json
 import pytest
 from _core_reference import EpochData, GeneratorFactory, SizedEpochData, drive, steady
 
-from dloop import Loop, LoopState
+from dloop import Loop, LoopState, LoopWarning
 from dloop.testing import ManualClock
 
 
@@ -82,10 +82,25 @@ def test_state_has_every_field_of_the_batch_just_yielded() -> None:
     assert {(s.epoch_length, s.total_steps) for s in states} == {(4, 8)}
 
 
-def test_state_epoch_length_and_total_steps_are_none_when_unknown() -> None:
+def test_state_epoch_length_and_total_steps_are_none_until_known() -> None:
+    """Unknown before the last batch; on it the run has reached its total (rule 25)."""
     loop = Loop(EpochData(3), max_epochs=2)
     states = [loop.state for _ in loop]
-    assert {(s.epoch_length, s.total_steps, s.progress) for s in states} == {(None, None, None)}
+    assert {(s.epoch_length, s.total_steps, s.progress) for s in states[:-1]} == {
+        (None, None, None)
+    }
+    assert (states[-1].epoch_length, states[-1].total_steps, states[-1].progress) == (None, 6, 1.0)
+
+
+def test_a_stream_that_ends_early_reaches_its_total_on_its_last_batch() -> None:
+    """total_steps, progress and len(loop) say what the run did once its data ran out."""
+    loop = Loop(iter(range(3)), max_steps=10)
+    with pytest.warns(LoopWarning, match="ended at step 2"):
+        states = [loop.state for _ in loop]
+    assert [s.total_steps for s in states] == [10, 10, 3]
+    assert states[-1].progress == 1.0
+    assert states[-1].eta == 0.0
+    assert len(loop) == 3
 
 
 def test_state_total_steps_from_max_steps() -> None:
@@ -105,7 +120,8 @@ def test_progress_is_the_time_fraction_with_max_seconds_only() -> None:
     for _ in loop:
         progress.append((loop.state.elapsed, loop.state.progress))
         clock.advance(2.0)
-    assert all(value == elapsed / 20.0 for elapsed, value in progress)
+    assert all(value == elapsed / 20.0 for elapsed, value in progress[:-1])
+    assert progress[-1][1] == 1.0  # the run has ended: it reached its total
 
 
 def test_progress_is_the_larger_of_the_step_and_time_fractions() -> None:

@@ -78,9 +78,10 @@ class Agreement:
         self.next_step = next_multiple_step(after_step, self.every_n_steps)
         self.fingerprint = zlib.crc32(f"{self._config}|{after_step}".encode())
 
-    def window(self, step: int) -> int:
-        """How many batches after ``step`` a process looks at before the next agreement."""
-        return self.next_step - step
+    def window(self, step: int, horizon: int) -> int:
+        """How many batches after ``step`` a process looks at before the next agreement:
+        none past step ``horizon`` (what the run can still use)."""
+        return min(self.next_step, horizon) - step
 
     def combine(
         self,

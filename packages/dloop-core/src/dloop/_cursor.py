@@ -11,6 +11,7 @@ without a ``sync``, the agreed end with one) and where the current cut epoch end
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -39,6 +40,8 @@ def data_length(data: object, what: str = "len(data)") -> int | None:
         length = len(data)  # type: ignore[arg-type]
     except TypeError:
         return None
+    except OverflowError:  # __len__ gave more than len() can return
+        raise ValueError(f"{what} must be below 2**62, got more than {sys.maxsize}") from None
     if not 0 <= length < COUNT_LIMIT:
         raise ValueError(f"{what} must be below 2**62, got {length}")
     return length
@@ -54,6 +57,7 @@ class DataCursor(Generic[T]):
         "data",
         "end",
         "exhausted",
+        "failure",
         "first",
         "iterator",
         "length",
@@ -95,6 +99,9 @@ class DataCursor(Generic[T]):
         self.iterator: Iterator[T] | None = None
         self.buffer: deque[T] = deque()
         self.exhausted = False
+        self.failure: Exception | None = None
+        """An error the data raised while the loop looked ahead: raised in its turn, once
+        the batches before it are yielded."""
         self.opened = False
         self.first = 0
         self.length: int | None = None
@@ -122,7 +129,7 @@ class DataCursor(Generic[T]):
             self.end = min(self.pass_last, self.cut_last)
             self.length = self.cut
             return self.cut
-        self._close_pass(epoch - 1)
+        self.close_pass(epoch - 1)
         set_epoch = getattr(self.data, SET_EPOCH, None)
         if callable(set_epoch):
             set_epoch(epoch)
@@ -140,6 +147,7 @@ class DataCursor(Generic[T]):
         self.length = length
         self.buffer.clear()
         self.exhausted = False
+        self.failure = None
         self.opened = True
         self.local_last = NEVER if length is None else first + length - 1
         self.pass_last = NEVER if self.synced else self.local_last
@@ -149,31 +157,49 @@ class DataCursor(Generic[T]):
 
     def _epoch_iterator(self, epoch: int, skip: int, length: int | None) -> Iterator[T]:
         if self.longest and length is not None:
-            batches = self._skipped(epoch, min(skip, length))
-            return _padded(batches, length - skip, epoch, check_more=self.cut is None)
-        return self._skipped(epoch, skip)
+            skipped = self._skipped(epoch, min(skip, length), length)
+            return _padded(skipped, length - skip, epoch, check_more=self.cut is None)
+        return self._skipped(epoch, skip, length)
 
-    def _skipped(self, epoch: int, skip: int) -> Iterator[T]:
+    def _skipped(self, epoch: int, skip: int, length: int | None) -> Iterator[T]:
         """The epoch's iterator after its first ``skip`` batches: from ``iter_from(skip)``
-        when the data has it (adapters skip without loading), else read and dropped."""
+        when the data has it (adapters skip without loading), else read and dropped.
+
+        Data of unknown length may have fewer than ``skip`` batches in this epoch: with
+        ``uneven="longest"`` this process then pads; otherwise the state dict does not fit
+        the data (``ValueError``). Data of known length is checked against it instead.
+        """
         data = self.data
         if not skip:
             return iter(data)
         iter_from = getattr(data, ITER_FROM, None)
         if callable(iter_from):
-            return iter(iter_from(skip))
+            iterator: Iterator[T] = iter(iter_from(skip))
+            if length is not None:
+                return iterator
+            # Whether a batch is left after the skipped ones: kept in the look-ahead.
+            self.iterator = iterator
+            if self.has_next():
+                return iterator
+            return self._short_resume(epoch, skip, None)
         iterator = iter(data)
         dropped = sum(1 for _ in islice(iterator, skip))
         if dropped < skip:
-            if self.longest:  # this process's epoch ended before the resumed step: padding
-                self.exhausted = True
-                self.local_last = self.first + dropped - 1
-                return iter(())
-            raise ValueError(
-                f"cannot resume: data yielded {dropped} batches in epoch {epoch}, but the "
-                f"state dict says {skip} were already done"
-            )
+            return self._short_resume(epoch, skip, dropped)
         return iterator
+
+    def _short_resume(self, epoch: int, skip: int, dropped: int | None) -> Iterator[T]:
+        """The data had ``dropped`` (or, unknown, fewer than ``skip``) batches in an epoch
+        resumed after ``skip``: this process pads (``uneven="longest"``), else an error."""
+        if self.longest:  # this process's epoch ended before the resumed step: padding
+            self.exhausted = True
+            self.local_last = self.first + (skip if dropped is None else dropped) - 1
+            return iter(())
+        given = "fewer batches" if dropped is None else n_batches(dropped)
+        raise ValueError(
+            f"cannot resume: data yielded {given} in epoch {epoch}, but the state "
+            f"dict says {skip} were already done"
+        )
 
     def _open_stream(self, done: int) -> None:
         """Take the one-shot stream; a resume drops what the saved run took from it."""
@@ -187,14 +213,15 @@ class DataCursor(Generic[T]):
                 self.local_last = dropped - 1
                 return
             raise ValueError(
-                f"cannot resume: the one-shot data gave {dropped} batches, but the state dict "
+                f"cannot resume: the one-shot data gave {n_batches(dropped)}, but the state dict "
                 f"says {done} were already done (a resumed run reads a one-shot stream from "
                 "its beginning and drops the batches of every step done)"
             )
 
-    def _close_pass(self, epoch: int) -> None:
-        """Before the next epoch: data whose length came from len() must not have yielded
-        more batches than that (SPEC rule 25), when its whole epoch was used."""
+    def close_pass(self, epoch: int) -> None:
+        """After the last step of ``epoch`` (when the next opens, or the run ends on it):
+        data whose length came from len() must not have yielded more batches than that
+        (SPEC rule 25), when its whole epoch was used."""
         iterator = self.iterator
         self.iterator = None
         if (
@@ -214,30 +241,46 @@ class DataCursor(Generic[T]):
     # ------------------------------------------------------------------ taking batches
 
     def take(self) -> T:
-        """The next batch of the pass (from the look-ahead first), or END."""
+        """The next batch of the pass (from the look-ahead first), or END; an error the
+        data raised while the loop looked ahead is raised here, in its turn."""
         if self.buffer:
             return self.buffer.popleft()
         if self.exhausted:
             return END  # type: ignore[no-any-return]
+        failure = self.failure
+        if failure is not None:
+            self.failure = None
+            self.exhausted = True
+            raise failure
         assert self.iterator is not None
         batch = next(self.iterator, END)
         if batch is END:
             self.exhausted = True
         return batch
 
-    def has_next(self) -> bool:
-        """Whether the pass has a batch after the one just taken (a look-ahead of one)."""
-        if self.buffer:
-            return True
-        if self.exhausted:
-            return False
+    def _look_ahead(self) -> bool:
+        """Read one batch into the look-ahead; False when the pass has ended or the data
+        raised (the error waits in ``failure`` for its turn: ``take``)."""
         assert self.iterator is not None
-        batch = next(self.iterator, END)
+        try:
+            batch = next(self.iterator, END)
+        except Exception as error:  # any error of the data: raised in its turn
+            self.failure = error
+            return False
         if batch is END:
             self.exhausted = True
             return False
         self.buffer.append(batch)
         return True
+
+    def has_next(self) -> bool:
+        """Whether the pass has a batch after the one just taken (a look-ahead of one);
+        True when what comes next is an error of the data."""
+        if self.buffer or self.failure is not None:
+            return True
+        if self.exhausted:
+            return False
+        return self._look_ahead() or self.failure is not None
 
     def count_after(self, step: int, window: int) -> tuple[int, bool]:
         """For an agreement at ``step``: how many batches this process can yield after it
@@ -247,18 +290,21 @@ class DataCursor(Generic[T]):
             return max(0, self.local_last - step), False
         buffer = self.buffer
         if self.local_last == NEVER:
-            iterator = self.iterator
-            assert iterator is not None
-            while len(buffer) < window and not self.exhausted:
-                batch = next(iterator, END)
-                if batch is END:
-                    self.exhausted = True
-                else:
-                    buffer.append(batch)
+            while (
+                len(buffer) < window
+                and not self.exhausted
+                and self.failure is None
+                and self._look_ahead()
+            ):
+                pass
             if self.exhausted:
                 self.local_last = step + len(buffer)
         if self.local_last != NEVER:
             return max(0, self.local_last - step), False
+        if self.failure is not None:
+            # The data raised: this process stops where it does, so it must not make the
+            # others end early (fewer than ``window`` would say that its data ended).
+            return window, True
         return len(buffer), True
 
     def settle(self, step: int, window: int, agreed: Agreed) -> None:
@@ -277,8 +323,13 @@ class DataCursor(Generic[T]):
         stays in the stream (SPEC rule 24)."""
         if self.one_shot:
             final = final or (last_epoch and step == self.cut_last)
-            if self.synced or self.exhausted or self.buffer or not final:
-                data_end = step == self.pass_last if self.synced else not self.has_next()
+            if self.synced:
+                # Agreed values only, so that every process yields the same events; on a
+                # step a limit ends, as without a sync, the end of the data is not looked
+                # for (the stream's end then makes no EPOCH_END).
+                data_end = not final and step == self.pass_last
+            elif self.exhausted or self.buffer or not final:
+                data_end = not self.has_next()
             else:
                 data_end = False
             return step == self.cut_last or (self.cut is None and data_end), data_end
@@ -313,12 +364,12 @@ class DataCursor(Generic[T]):
                 return
         if unused <= 0:
             return
-        amount = _batches(unused) if exact else f"at least {_batches(unused)}"
+        amount = n_batches(unused) if exact else f"at least {n_batches(unused)}"
         if self.one_shot:
             warn(
                 f"this process's stream had {amount} more when the run ended at step {step}, "
                 f'where another process\'s stream ended (uneven="shortest"); the '
-                f"{_batches(len(self.buffer))} read ahead to agree on that end are not yielded"
+                f"{n_batches(len(self.buffer))} read ahead to agree on that end are not yielded"
             )
         else:
             warn(
@@ -328,7 +379,8 @@ class DataCursor(Generic[T]):
             )
 
 
-def _batches(count: int) -> str:
+def n_batches(count: int) -> str:
+    """``count`` batches, in words: "1 batch", "3 batches"."""
     return f"{count} batch" if count == 1 else f"{count} batches"
 
 
@@ -339,7 +391,7 @@ def _padded(batches: Iterator[T], count: int, epoch: int, *, check_more: bool) -
         batch = next(batches, END)
         if batch is END:
             raise ValueError(
-                f"data yielded {taken} batches in epoch {epoch} after the resumed position, "
+                f"data yielded {n_batches(taken)} in epoch {epoch} after the resumed position, "
                 f"fewer than the {count} its length promises"
             )
         yield batch

@@ -124,7 +124,9 @@ class Loop(Generic[T]):
         self._events = _check_events(events)
         signals = StopSignals(as_signals(stop_signals))
 
-        one_shot = isinstance(data, Iterator)
+        # iter() of an iterator is a cheap identity; it is not called on other data (on a
+        # DataLoader it would start worker processes).
+        one_shot = isinstance(data, Iterator) and iter(data) is data
         if (
             one_shot
             and epoch_length is None

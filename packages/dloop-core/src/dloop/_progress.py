@@ -13,7 +13,10 @@ if TYPE_CHECKING:
 
 def total_steps(run: Run[Any]) -> int | None:
     """The global number of steps the run reaches, when known: epochs still to come are
-    counted at the length of the current one (SPEC rule 25)."""
+    counted at the length of the current one (SPEC rule 25). A run that has ended (its
+    one-shot data ran out, a stop, ``close()``) reached its last step."""
+    if run.finished:
+        return run.step + 1
     total = run.max_steps
     length = run.epoch_length()
     if run.max_epochs != NEVER and length is not None:

@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from dloop._agreement import Agreement
 from dloop._budget import TimeBudget
-from dloop._cursor import DataCursor
+from dloop._cursor import DataCursor, n_batches
 from dloop._loop_events import LoopEvents
 from dloop._progress import loop_state, total_steps
 from dloop._schedule import NEVER, Schedule, next_multiple_step
@@ -105,7 +105,8 @@ class Run(Generic[T]):
         self.cursor = cursor
         self.max_epochs = NEVER if max_epochs is None else max_epochs
         self.max_steps = max_steps
-        self.last_step = NEVER if max_steps is None else max_steps - 1
+        # Without max_steps, the last step is the last one below the bound of rule 22.
+        self.last_step = NEVER - 1 if max_steps is None else max_steps - 1
         self.budget = budget
         self.schedule = schedule
         self.agreement = agreement
@@ -142,7 +143,8 @@ class Run(Generic[T]):
     def elapsed(self) -> float:
         """Elapsed seconds as of the batch just yielded (the restored time before any)."""
         budget = self.budget
-        return self.now - budget.start if self.started else budget.elapsed_offset
+        # float(): the pure path keeps a quiet step's reading as the clock gave it.
+        return float(self.now) - budget.start if self.started else budget.elapsed_offset
 
     def total_steps(self) -> int | None:
         """The global number of steps the run reaches, when known (see ``_progress``)."""
@@ -252,7 +254,7 @@ class Run(Generic[T]):
         agreement = self.agreement
         if agreement is not None:
             step = self.step
-            window = agreement.window(step)
+            window = agreement.window(step, self.horizon)
             count, unknown = cursor.count_after(step, window)
             agreed = agreement.combine(count=count, unknown=unknown)
             cursor.settle(step, window, agreed)
@@ -261,12 +263,13 @@ class Run(Generic[T]):
                     f"data yielded no batch in epoch {epoch} on at least one process (the "
                     "agreed epoch length is 0)"
                 )
-            if length is not None and not cursor.one_shot and cursor.pass_last != NEVER:
-                length = cursor.pass_last - first + 1
-        if skip and self.saved_epoch_length is not None and length != self.saved_epoch_length:
+            if not cursor.one_shot:  # the agreed length, unknown until agreed
+                length = None if cursor.pass_last == NEVER else cursor.pass_last - first + 1
+        saved = self.saved_epoch_length
+        if skip and saved is not None and length is not None and length != saved:
             raise ValueError(
                 f"cannot resume inside epoch {epoch}: the state dict was saved when it had "
-                f"{self.saved_epoch_length} batches, but it has {length} now (the epoch "
+                f"{saved} batches, but it has {length} now (the epoch "
                 "length may change only between epochs)"
             )
         self.epoch_length_now = length
@@ -280,13 +283,26 @@ class Run(Generic[T]):
         assert iterator is not None
         return iterator, next_step
 
+    @property
+    def horizon(self) -> int:
+        """The last step whose batch a look-ahead may read: the run's last step, and for
+        re-iterable data one more, to know whether the epoch ends on the last step."""
+        return self.last_step + (0 if self.cursor.one_shot else 1)
+
+    def _end(self) -> None:
+        """After the run's last step, when iterating goes on: the data of an epoch that
+        ended on it must not have more batches than its ``len()`` (SPEC rule 25), as
+        every earlier epoch is checked when the next opens."""
+        if self.epoch_finished:
+            self.cursor.close_pass(self.epoch)
+
     def _raise_short_epoch(self) -> None:
         """Raise the error for data that yielded fewer batches than the epoch length."""
         got = self.step + 1 - self.epoch_first_step
         if got == 0:
             raise ValueError(f"data yielded no batch in epoch {self.epoch}")
         raise ValueError(
-            f"data yielded {got} batches in epoch {self.epoch}, fewer than the epoch length "
+            f"data yielded {n_batches(got)} in epoch {self.epoch}, fewer than the epoch length "
             f"{self.epoch_length_now} (from epoch_length= or len(data))"
         )
 
@@ -357,7 +373,7 @@ class Run(Generic[T]):
         elif step == agreement.next_step:
             every = agreement.every_n_steps
             agreement.next_step = step + every
-            window = agreement.window(step)
+            window = agreement.window(step, self.horizon)
             count, unknown = cursor.count_after(step, window)
             agreed = agreement.combine(
                 stop=self.stop_requested,
@@ -367,6 +383,9 @@ class Run(Generic[T]):
                 unknown=unknown,
             )
             cursor.settle(step, window, agreed)
+            if self.epoch_length_now is None and cursor.pass_last != NEVER and not cursor.one_shot:
+                # The agreed end of an epoch whose length was unknown: known from here on.
+                self.epoch_length_now = cursor.pass_last - self.epoch_first_step + 1
             self.stop_requested = self.stop_requested or agreed.stop
             final = self._decide_time(agreed.elapsed, agreed.step_seconds, every, fired) or final
 

@@ -8,6 +8,7 @@
  *   run._begin() -> bool                 the start of iteration (False: nothing to yield)
  *   run._open_sized_epoch() -> (iterator, next step to decide)
  *   run._raise_short_epoch()             raises the ValueError for data that ended early
+ *   run._end()                           after the run's last step, when iterating goes on
  *   run._decide(step, now, floor) -> (events, next step to decide, status, checked now)
  *                                        floor is the previous reading; status 0: go on,
  *                                        1: the epoch ended, 2: the run did; it stores
@@ -99,6 +100,7 @@ typedef struct {
     PyObject *open_epoch;  /* bound run._open_sized_epoch */
     PyObject *short_epoch; /* bound run._raise_short_epoch */
     PyObject *decide;      /* bound run._decide */
+    PyObject *end;         /* bound run._end */
     PyObject *restore;     /* bound run.signals.restore */
     PyObject *iterator;    /* this epoch's iterator; NULL outside an epoch */
     PyObject *result;      /* the last (batch, events) returned, reused when free */
@@ -113,7 +115,7 @@ typedef struct {
 } Stepper;
 
 static PyObject *str_step, *str_now, *str_time_cell, *str_clock, *str_signals, *str_restore,
-    *str_begin, *str_open_sized_epoch, *str_raise_short_epoch, *str_decide;
+    *str_begin, *str_open_sized_epoch, *str_raise_short_epoch, *str_decide, *str_end;
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -137,16 +139,21 @@ flush(Stepper *self)
     return 0;
 }
 
+/* Steps are ints from -1 (none done) to 2**62 (the run's "never"): SPEC rule 22 keeps
+ * every step below 2**62, so step + 1 never overflows. Anything else is refused. */
+#define STEP_LIMIT (1LL << 62)
+
 static int
-as_long_long(PyObject *value, long long *result)
+as_step(PyObject *value, long long *result)
 {
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
     if (v == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (overflow) {
-        v = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+    if (overflow || v < -1 || v > STEP_LIMIT) {
+        PyErr_SetString(PyExc_ValueError, "a step of the run must be an int from -1 to 2**62");
+        return -1;
     }
     *result = v;
     return 0;
@@ -298,7 +305,7 @@ start(Stepper *self)
     if (step == NULL) {
         return -1;
     }
-    int error = as_long_long(step, &self->step);
+    int error = as_step(step, &self->step);
     Py_DECREF(step);
     if (error < 0 || read_back_now(self) < 0) {
         return -1;
@@ -325,7 +332,7 @@ open_epoch(Stepper *self)
                         "run._open_sized_epoch() must return (iterator, next_step)");
         return -1;
     }
-    if (as_long_long(PyTuple_GetItem(result, 1), &next_step) < 0) {
+    if (as_step(PyTuple_GetItem(result, 1), &next_step) < 0) {
         Py_DECREF(result);
         return -1;
     }
@@ -350,7 +357,7 @@ keep_decided_position(Stepper *self, long long step)
     PyErr_Fetch(&type, &value, &traceback);
     PyObject *current = PyObject_GetAttr(self->run, str_step);
     long long stored = 0;
-    if (current != NULL && as_long_long(current, &stored) == 0 && stored == step) {
+    if (current != NULL && as_step(current, &stored) == 0 && stored == step) {
         self->step = step;
         self->dirty = 0;
     }
@@ -386,13 +393,18 @@ decided_step(Stepper *self, PyObject *batch, long long step, PyObject *now)
                         "run._decide() must return (events, next_step, status, now)");
         goto error;
     }
-    if (as_long_long(PyTuple_GetItem(result, 1), &next_step) < 0) {
+    if (as_step(PyTuple_GetItem(result, 1), &next_step) < 0) {
         goto error;
     }
-    status = (int)PyLong_AsLong(PyTuple_GetItem(result, 2));
-    if (status == -1 && PyErr_Occurred()) {
+    long raw_status = PyLong_AsLong(PyTuple_GetItem(result, 2));
+    if (raw_status == -1 && PyErr_Occurred()) {
         goto error;
     }
+    if (raw_status < GO_ON || raw_status > FINISHED) {
+        PyErr_SetString(PyExc_ValueError, "run._decide() returned a status other than 0, 1, 2");
+        goto error;
+    }
+    status = (int)raw_status;
     checked = PyTuple_GetItem(result, 3);
     double floor = PyFloat_AsDouble(checked);
     if (floor == -1.0 && PyErr_Occurred()) {
@@ -431,6 +443,14 @@ stepper_next_locked(Stepper *self)
             }
         }
         if (self->status == FINISHED) {
+            if (flush(self) < 0) {
+                return fail(self);
+            }
+            PyObject *ended = PyObject_CallNoArgs(self->end);
+            if (ended == NULL) {
+                return fail(self);
+            }
+            Py_DECREF(ended);
             finish(self);
             return NULL;
         }
@@ -530,6 +550,7 @@ stepper_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         (self->open_epoch = PyObject_GetAttr(run, str_open_sized_epoch)) == NULL ||
         (self->short_epoch = PyObject_GetAttr(run, str_raise_short_epoch)) == NULL ||
         (self->decide = PyObject_GetAttr(run, str_decide)) == NULL ||
+        (self->end = PyObject_GetAttr(run, str_end)) == NULL ||
         (signals = PyObject_GetAttr(run, str_signals)) == NULL ||
         (self->restore = PyObject_GetAttr(signals, str_restore)) == NULL) {
         Py_XDECREF(signals);
@@ -557,6 +578,7 @@ stepper_traverse(Stepper *self, visitproc visit, void *arg)
     Py_VISIT(self->open_epoch);
     Py_VISIT(self->short_epoch);
     Py_VISIT(self->decide);
+    Py_VISIT(self->end);
     Py_VISIT(self->restore);
     Py_VISIT(self->iterator);
     Py_VISIT(self->result);
@@ -575,6 +597,7 @@ stepper_clear(Stepper *self)
     Py_CLEAR(self->open_epoch);
     Py_CLEAR(self->short_epoch);
     Py_CLEAR(self->decide);
+    Py_CLEAR(self->end);
     Py_CLEAR(self->restore);
     Py_CLEAR(self->iterator);
     Py_CLEAR(self->result);
@@ -700,7 +723,7 @@ speedups_exec(PyObject *module)
         intern(&str_begin, "_begin") < 0 ||
         intern(&str_open_sized_epoch, "_open_sized_epoch") < 0 ||
         intern(&str_raise_short_epoch, "_raise_short_epoch") < 0 ||
-        intern(&str_decide, "_decide") < 0) {
+        intern(&str_decide, "_decide") < 0 || intern(&str_end, "_end") < 0) {
         return -1;
     }
     PyObject *type = PyType_FromModuleAndSpec(module, &stepper_spec, NULL);

@@ -54,6 +54,7 @@ def sized_steps(run: Run[T]) -> Generator[tuple[T, frozenset[Hashable]], None, N
                     events, next_step, status, floor = run._decide(step, now, floor)
                     yield batch, events
                     if status == FINISHED:
+                        run._end()
                         return
                     if status == EPOCH_OVER:
                         break
