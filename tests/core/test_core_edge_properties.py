@@ -1,10 +1,15 @@
 """Rules 22-27 as properties: ``Loop`` against a small model, over random configurations,
 random clock readings (going back, not finite, a slow first step) and random one-shot
-streams, with stop requests and resumes.
+streams, with stop requests, ``max_seconds``, a sync and resumes.
 
 The model (``expected``) lays out every batch the data can give as (epoch, epoch_step,
 batch, last of its epoch, last of the data) and walks it with the rules, straight from
-SPEC: no look-ahead, no heaps, no caches.
+SPEC: no look-ahead, no heaps, no caches. With a sync, time events and stop requests take
+effect on agreement steps only (rule 20). Where ``max_seconds`` ends a run depends on the
+step-time estimate; the model takes that step from the loop and checks it against the
+bounds of rules 11 and 26 instead: the estimate is a median of mean step durations, each
+between the shortest and the longest step measured, and the first step's body is never
+measured.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dloop import Event, Loop, LoopWarning
-from dloop.testing import ManualClock
+from dloop.testing import ManualClock, ThreadSync
 
 KINDS = ("list", "varying", "unsized", "stream", "stream-cut")
 
@@ -94,6 +99,8 @@ class Case:
     events: dict[Hashable, Event]
     readings: list[float]
     stop_in_body_of: int | None
+    max_seconds: float | None = None
+    sync_every: int | None = None
     made: list[Any] = field(default_factory=list, repr=False)
 
     @property
@@ -118,10 +125,17 @@ class Case:
             self.data(),
             max_epochs=self.max_epochs,
             max_steps=self.max_steps,
+            max_seconds=self.max_seconds,
             epoch_length=self.epoch_length if self.kind == "stream-cut" else None,
             events=self.events,
             clock=clock,
+            sync=None if self.sync_every is None else ThreadSync(1, every_n_steps=self.sync_every),
         )
+
+    def agreed(self, step: int) -> bool:
+        """Whether time and stop requests are decided on ``step`` (every step without a
+        sync; agreement steps with one)."""
+        return self.sync_every is None or (step + 1) % self.sync_every == 0
 
     def slots(self) -> Iterator[Slot]:
         """Every batch the data can give, in order (re-iterable data: a few epochs)."""
@@ -148,8 +162,9 @@ class Expected(NamedTuple):
     """For a stream: what ``next(stream)`` gives after the run (None when exhausted)."""
 
 
-def expected(case: Case) -> Expected:
-    """The run ``case`` should give, rule by rule."""
+def expected(case: Case, time_stop: int | None = None) -> Expected:
+    """The run ``case`` should give, rule by rule; ``max_seconds`` ends it on step
+    ``time_stop`` (see ``check_time_stop``)."""
     readings = case.readings
     if not math.isfinite(readings[0]):
         return Expected([], "ValueError", False, None)
@@ -170,6 +185,7 @@ def expected(case: Case) -> Expected:
             return Expected(records, "ValueError", False, None)
         now = max(now, reading)  # a reading that goes back counts as no time passing
         elapsed = now - origin
+        agreed = case.agreed(step)
         fired: set[Hashable] = set()
         if slot.epoch_step == 0:
             fired.add(EPOCH_START)
@@ -178,19 +194,23 @@ def expected(case: Case) -> Expected:
                 fired.add(key)
             if event.at_step is not None and step in as_tuple(event.at_step):
                 fired.add(key)
-            if event.every_n_seconds is not None:
+            if event.every_n_seconds is not None and agreed:
                 period = event.every_n_seconds
                 if elapsed >= seconds_k[key] * period:
                     fired.add(key)
                     while seconds_k[key] * period <= elapsed:
                         seconds_k[key] += 1
-            if event.at_time is not None:
+            if event.at_time is not None and agreed:
                 due = {time for time in pending[key] if time <= elapsed}
                 if due:
                     fired.add(key)
                     pending[key] -= due
-        stopped = case.stop_in_body_of is not None and step == case.stop_in_body_of + 1
-        by_limit = stopped or (case.max_steps is not None and step + 1 >= case.max_steps)
+        stopped = agreed and case.stop_in_body_of is not None and step > case.stop_in_body_of
+        by_limit = (
+            stopped
+            or step == time_stop
+            or (case.max_steps is not None and step + 1 >= case.max_steps)
+        )
         last_epoch = case.max_epochs is not None and slot.epoch + 1 >= case.max_epochs
         # Without a cut, the end of a stream is the end of its only epoch; it is known only
         # by reading on, which the loop does not do on a step a limit ends.
@@ -211,7 +231,7 @@ def expected(case: Case) -> Expected:
         )
         if final:
             leftover = None
-            if case.one_shot and not slot.data_last:
+            if case.one_shot and not slot.data_last and case.sync_every is None:
                 leftover = slots[step + 1].batch
             return Expected(records, None, data_end, leftover)
     raise AssertionError("the model needs a limit within its slots")
@@ -279,6 +299,8 @@ def cases(draw: st.DrawFn) -> Case:
         events=draw(st.dictionaries(st.sampled_from("abc"), events(), max_size=3)),
         readings=draw(clock_readings(40)),
         stop_in_body_of=draw(st.none() | st.integers(0, 30)),
+        max_seconds=draw(st.none() | st.integers(1, 160).map(lambda quarter: quarter / 4)),
+        sync_every=draw(st.none() | st.integers(1, 5)),
     )
 
 
@@ -306,13 +328,75 @@ def run(case: Case, clock: Any) -> tuple[list[Record], str | None, bool]:
 @given(cases())
 def test_the_loop_matches_the_model_at_the_edges(case: Case) -> None:
     records, error, warned = run(case, ReadingClock(case.readings))
-    want = expected(case)
+    without_time = expected(case)
+    time_stop = None
+    if case.max_seconds is not None and error is None and records:
+        last = records[-1].step
+        if len(without_time.records) > last + 1 or without_time.error is not None:
+            time_stop = last  # the model would have gone on: max_seconds ended it
+        elif (records, warned) != seen(without_time) and (records, warned) == seen(
+            expected(case, last)
+        ):
+            # It ends there anyway; ended by max_seconds, it did not look for the end of
+            # a stream that ends on that step too, nor warn of it (rule 24).
+            time_stop = last
+        elif time_certainly_ends(case, records, last):
+            assert (records, warned) == seen(expected(case, last))
+    want = expected(case, time_stop) if time_stop is not None else without_time
     assert records == want.records
     assert error == want.error
     assert warned == want.warned
-    if case.one_shot and error is None:
+    if case.one_shot and error is None and case.sync_every is None:
         assert next(case.made[-1], None) == want.leftover  # no batch is lost (rule 24)
     assert all(b.elapsed >= a.elapsed for a, b in itertools.pairwise(records))
+    if case.max_seconds is not None:
+        check_time_stop(case, records, time_stop)
+
+
+def seen(want: Expected) -> tuple[list[Record], bool]:
+    """What a run shows when it ends without an error: its records and whether it warned."""
+    return want.records, want.warned
+
+
+MICROSECOND = 1e-6
+"""The resolution of agreed times (a sync carries them as whole microseconds)."""
+
+
+def measured(case: Case, step: int) -> list[float]:
+    """The step durations the estimate at ``step`` can be made of: the bodies of steps
+    1 .. step-1 (step j's body lasts from the reading of step j to that of step j+1)."""
+    nows = list(itertools.accumulate(case.readings, max))  # readings that go back: no time
+    return [nows[j + 2] - nows[j + 1] for j in range(1, step)]
+
+
+def time_certainly_ends(case: Case, records: Sequence[Record], step: int) -> bool:
+    """Whether max_seconds ends the run on ``step`` whatever the estimate (rule 11)."""
+    assert case.max_seconds is not None
+    horizon = case.sync_every or 1
+    shortest = min(measured(case, step), default=0.0)
+    return case.agreed(step) and (
+        records[step].elapsed + horizon * shortest >= case.max_seconds + horizon * MICROSECOND
+    )
+
+
+def check_time_stop(case: Case, records: Sequence[Record], time_stop: int | None) -> None:
+    """Rules 11 and 26, as bounds: a step on which time is decided ends the run exactly
+    when its elapsed time plus ``horizon`` expected steps reaches ``max_seconds``, the
+    expected step being a median of mean step durations measured from step 1 on: between
+    the shortest and the longest of them, and none before two steps were read."""
+    assert case.max_seconds is not None
+    horizon = case.sync_every or 1
+    tolerance = horizon * MICROSECOND if case.sync_every else 0.0
+    for record in records:
+        step = record.step
+        durations = measured(case, step)
+        if step == time_stop:
+            assert case.agreed(step)
+            longest = max(durations, default=0.0)
+            assert record.elapsed + horizon * longest >= case.max_seconds - tolerance
+        elif case.agreed(step) and record is not records[-1]:  # a step the run went on from
+            shortest = min(durations, default=0.0)
+            assert record.elapsed + horizon * shortest < case.max_seconds + tolerance
 
 
 @given(cases(), st.data())
@@ -376,3 +460,33 @@ def test_a_slow_first_step_never_rules_the_max_seconds_prediction(
     last = records[-1].elapsed
     assert last < max_seconds + steady or len(records) <= 2
     assert last + steady >= max_seconds or len(records) == 500 * length
+
+
+@given(
+    durations=st.lists(st.integers(1, 12), min_size=60, max_size=60),  # 15 s at least
+    max_seconds=st.integers(1, 40).map(lambda quarter: quarter / 4),  # 10 s at most
+    sync_every=st.none() | st.integers(1, 5),
+)
+def test_max_seconds_stops_within_the_bounds_of_the_estimate(
+    durations: list[int], max_seconds: float, sync_every: int | None
+) -> None:
+    """Rules 11 and 26 on their own: random step durations (a slow first one among them),
+    with and without a sync (which can stop on agreement steps only, so it looks
+    ``every_n_steps`` steps ahead)."""
+    readings = [0.0, *itertools.accumulate(quarter / 4 for quarter in durations)]
+    case = Case(
+        kind="list",
+        lengths=[7],
+        epoch_length=None,
+        max_epochs=100,
+        max_steps=None,
+        events={},
+        readings=readings,
+        stop_in_body_of=None,
+        max_seconds=max_seconds,
+        sync_every=sync_every,
+    )
+    records, error, _ = run(case, ReadingClock(readings))
+    assert error is None
+    assert records[-1].elapsed <= readings[-1] - readings[0]  # ended by time, not the clock
+    check_time_stop(case, records, records[-1].step)
