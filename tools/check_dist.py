@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 URL_LABELS = ("Homepage", "Documentation", "Repository", "Changelog", "Issues")
-DOCS_URL = "https://dloop-dev.github.io/dloop/"
+DOCS_URL = "https://eballesteros.github.io/dloop/"
 EXTENSION = re.compile(r"dloop/_speedups\.(?:cpython-(3\d+)-[\w-]+|abi3)\.so")
 MANYLINUX = re.compile(r"^(?:manylinux\d+|manylinux_\d+_\d+)_x86_64$")
 
