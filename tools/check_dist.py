@@ -54,7 +54,7 @@ DISTRIBUTIONS = (
         "dloop_torch",
         "dloop-torch",
         "dloop_torch",
-        ("dloop==0.2.0", "torch", "numpy"),
+        ("dloop==0.2.0", "torch>=2.4", "numpy"),
     ),
     Distribution(
         "dloop-jax", "dloop_jax", "dloop-jax", "dloop_jax", ("dloop==0.2.0", "jax>=0.4.31", "numpy")
