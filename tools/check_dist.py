@@ -4,7 +4,8 @@
 any. It expects exactly the files a release uploads: three sdists, the compiled core wheel
 (manylinux, for one CPython or for the stable ABI), the pure-Python core wheel and the two
 adapter wheels, all of one version. Each wheel must hold exactly the package's modules and
-``py.typed`` (the compiled one also the extension, nothing grafted by auditwheel), each sdist
+``py.typed`` (the compiled one also the extension and its stub ``_speedups.pyi``, which the
+pure one must not have; nothing grafted by auditwheel), each sdist
 what building a wheel needs and nothing a checkout accumulates, and the metadata what the
 package index shows: license expression, Python versions, project links, a README that
 shows the loop.
@@ -25,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 URL_LABELS = ("Homepage", "Documentation", "Repository", "Changelog", "Issues")
-DOCS_URL = "https://dloop-dev.github.io/dloop/"
+DOCS_URL = "https://eballesteros.github.io/dloop/"
+SPEEDUPS_STUB = "dloop/_speedups.pyi"
 EXTENSION = re.compile(r"dloop/_speedups\.(?:cpython-(3\d+)-[\w-]+|abi3)\.so")
 MANYLINUX = re.compile(r"^(?:manylinux\d+|manylinux_\d+_\d+)_x86_64$")
 
@@ -54,7 +56,7 @@ DISTRIBUTIONS = (
         "dloop_torch",
         "dloop-torch",
         "dloop_torch",
-        ("dloop==0.2.0", "torch", "numpy"),
+        ("dloop==0.2.0", "torch>=2.4", "numpy"),
     ),
     Distribution(
         "dloop-jax", "dloop_jax", "dloop-jax", "dloop_jax", ("dloop==0.2.0", "jax>=0.4.31", "numpy")
@@ -177,6 +179,8 @@ def check_wheel(path: Path, dist: Distribution, version: str, root: Path) -> lis
     pure = path.name.endswith("-py3-none-any.whl")
     extensions = sorted(name for name in names if EXTENSION.fullmatch(name))
     if pure:
+        # The extension's stub describes a module the pure wheel does not have.
+        expected.discard(SPEEDUPS_STUB)
         if message.get("Root-Is-Purelib") != "true":
             problems.append(f"{path.name}: Root-Is-Purelib is not true")
         if tags != ["py3-none-any"]:

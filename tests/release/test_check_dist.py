@@ -1,8 +1,9 @@
 """tools/check_dist.py passes the artefacts `tox -e release` built, and catches what is wrong.
 
 Each test copies dist/ and breaks one thing in the copy: a stray file in a wheel, a
-missing ``py.typed``, a missing extension, a plain ``linux`` tag, a License classifier, a
-file in dist/ that is no release artefact, a checkout's leftover in an sdist. Runs in
+missing ``py.typed``, the extension's stub in the pure wheel or missing from the compiled
+one, a missing extension, a plain ``linux`` tag, a License classifier, a file in dist/ that
+is no release artefact, a checkout's leftover in an sdist. Runs in
 ``tox -e release``, after the build.
 """
 
@@ -80,6 +81,19 @@ def test_a_missing_py_typed_is_reported(dist_copy: Path) -> None:
     wheel = only(dist_copy, "dloop-*-py3-none-any.whl")
     rewrite_wheel(wheel, lambda name, data: None if name == "dloop/py.typed" else (name, data))
     assert check_dist.check(dist_copy) == [f"{wheel.name}: missing dloop/py.typed"]
+
+
+def test_the_extensions_stub_in_the_pure_wheel_is_reported(dist_copy: Path) -> None:
+    wheel = only(dist_copy, "dloop-*-py3-none-any.whl")
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("dloop/_speedups.pyi", "")
+    assert check_dist.check(dist_copy) == [f"{wheel.name}: stray file dloop/_speedups.pyi"]
+
+
+def test_a_compiled_wheel_without_the_extensions_stub_is_reported(dist_copy: Path) -> None:
+    wheel = next(w for w in dist_copy.glob("dloop-*.whl") if not w.name.endswith("-any.whl"))
+    rewrite_wheel(wheel, lambda name, data: None if name.endswith(".pyi") else (name, data))
+    assert check_dist.check(dist_copy) == [f"{wheel.name}: missing dloop/_speedups.pyi"]
 
 
 def test_a_compiled_wheel_without_the_extension_is_reported(dist_copy: Path) -> None:

@@ -1,8 +1,13 @@
 """Write the Sphinx inventories the docs link Python, PyTorch and JAX names with.
 
-The docs build reads tools/docs/inventories/*.inv from disk (``file:`` addresses in
-mkdocs.yml), so that it needs no network and links the same way every time. MkDocs caches
-what it reads for a day (~/.cache/mkdocs/mkdocs_url_cache): clear that after a refresh.
+The docs build reads tools/docs/inventories/*.inv from disk, so that it needs no network
+and links the same way every time. mkdocs.yml names them with ``file:`` addresses relative
+to itself, and loads this file as a hook: ``on_config`` turns those addresses into absolute
+ones before mkdocstrings reads them, so ``mkdocs build -f path/to/mkdocs.yml`` works from
+any folder (a relative ``file:`` address would be read from the working directory). MkDocs
+caches what it reads for a day (~/.cache/mkdocs/mkdocs_url_cache), by address; the
+absolute address ends with a digest of the file (``#sha256=...``, a fragment, which reading
+the file ignores), so a refreshed inventory is read at the next build.
 
 - ``python.inv`` is CPython 3.11's own inventory (from Debian's python3.11-doc package);
   the site links it to https://docs.python.org/3/.
@@ -18,9 +23,11 @@ complete inventories, on a machine that can reach their sites.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import urllib.request
 import zlib
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent / "inventories"
 OFFICIAL = {
@@ -88,6 +95,25 @@ def main() -> None:
     (HERE / "torch.inv").write_bytes(sphinx_inventory("PyTorch", "2.13", TORCH))
     (HERE / "jax.inv").write_bytes(sphinx_inventory("JAX", "latest", JAX))
     print(f"wrote {HERE / 'torch.inv'} ({len(TORCH)} names), {HERE / 'jax.inv'} ({len(JAX)})")
+
+
+def on_config(config: Any) -> None:
+    """MkDocs hook: make mkdocstrings' relative ``file:`` inventory addresses absolute
+    (relative to mkdocs.yml), with the file's digest as a fragment (see the module's
+    docstring). Runs before mkdocstrings' own ``on_config``, which starts reading them."""
+    root = Path(config.config_file_path).resolve().parent
+    handlers = config.plugins["mkdocstrings"].config["handlers"]
+    for inventory in handlers["python"]["inventories"]:
+        url = inventory["url"]
+        if url.startswith("file:") and not url.startswith("file:/"):
+            path = root / url.removeprefix("file:")
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            inventory["url"] = f"{path.as_uri()}#sha256={digest}"
+
+
+# What mkdocs.plugins.event_priority(100) sets, without importing MkDocs here: MkDocs runs
+# the on_config of higher priority first, and mkdocstrings' has the default, 0.
+on_config.mkdocs_priority = 100  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

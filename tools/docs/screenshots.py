@@ -11,8 +11,12 @@
    ``LoopEvents`` and ``dloop.testing``, the migration page and a 404 page go to
    build/screenshots/;
 4. checks every page: no code block or table wider than its column, no docstring example
-   rendered as nested quotes; and types ``state_dict`` into the site's search box and checks that
-   the results list every page on which ``state_dict`` is a word.
+   rendered as nested quotes; and types ``state_dict`` into the site's search box, scrolls
+   through the results as a reader does, and checks that every result the search counts is
+   shown and that the results list every page whose text uses ``state_dict`` as a name
+   (``loop.state_dict()`` included). Those pages are found in the built HTML with a plain
+   regular expression, not with the search's own word separator, so a separator that
+   missed a dotted name would fail the check rather than agree with it.
 
 It prints what it found and exits 1 when a check fails. Nothing leaves this machine: the
 browser runs with its background networking off and the server listens on the loopback.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import html
 import http.server
 import json
 import os
@@ -49,6 +54,13 @@ SHOTS = {
     "migration": "migration/",
     "not-found": "no-such-page/",
 }
+ARTICLE = re.compile(r'<article class="md-content__inner md-typeset">(.*?)</article>', re.S)
+BLOCK_TAG = re.compile(
+    r"</?(?:p|li|ul|ol|dl|dt|dd|table|tr|td|th|h[1-6]|pre|div|br|hr|blockquote|details|summary)"
+    r"\b[^>]*>",
+    re.I,
+)
+INLINE_TAG = re.compile(r"<[^>]+>")
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -83,7 +95,12 @@ MEASURE = """(() => {
   return {wide, quotes};
 })()"""
 # Types into the search box as a reader would, scrolls the results so that all of them
-# render, and returns the pages listed once they stop changing.
+# render, and returns the page of each result (one per page) once they stop changing.
+# Material renders the first 10 results, then 4 more each time the list *reaches* its end
+# (within 16 px): it watches whether the list is scrolled to its end and acts only when that
+# changes from no to yes. Jumping from the end straight to the new end after more results
+# rendered is no change, so the rest never render (the 15th of 15 results was lost so);
+# like a reader's scrolling, each poll steps back from the end or scrolls to it.
 SEARCH = """new Promise((resolve) => {
   const input = document.querySelector(".md-search__input");
   input.focus();
@@ -93,8 +110,12 @@ SEARCH = """new Promise((resolve) => {
   let last = "", steady = 0, tries = 0;
   const poll = () => {
     const wrap = document.querySelector(".md-search__scrollwrap");
-    if (wrap) wrap.scrollTop = wrap.scrollHeight;
-    const links = [...document.querySelectorAll(".md-search-result__item > a")].map(a => a.href);
+    if (wrap) {
+      const end = wrap.scrollHeight - wrap.offsetHeight;
+      wrap.scrollTop = wrap.scrollTop >= end - 16 ? end - 100 : end;
+    }
+    const items = document.querySelectorAll(".md-search-result__item");
+    const links = [...items].map(item => item.querySelector(":scope > a").href);
     const meta = document.querySelector(".md-search-result__meta").textContent;
     const now = meta + links.join();
     steady = links.length && now === last ? steady + 1 : 0;
@@ -229,6 +250,11 @@ def find_chromium() -> str:
     raise SystemExit("no Chromium found: install it (Debian: apt-get install -y chromium)")
 
 
+def page_file(address: str) -> Path:
+    """The built file of a page, from its address relative to the site root."""
+    return SITE / address / "index.html"
+
+
 def pages() -> list[str]:
     """Every page of the built site, as addresses relative to the site root."""
     found = []
@@ -239,17 +265,21 @@ def pages() -> list[str]:
     return found
 
 
-def pages_with_word(word: str) -> set[str]:
-    """Pages on which ``word`` is a word, split as the site's search splits text."""
-    index = json.loads((SITE / "search" / "search_index.json").read_text())
-    separator = re.compile(index["config"]["separator"])
-    found = set()
-    for doc in index["docs"]:
-        text = doc["title"] + " " + doc["text"]
-        words = {re.sub(r"^\W+|\W+$", "", w).lower() for w in separator.split(text)}
-        if word in words:
-            found.add(doc["location"].split("#")[0])
-    return found
+def article_text(page: Path) -> str:
+    """The text of a built page's article (what the search indexes: no navigation), with
+    the markup removed; blocks are kept apart by a space, inline markup joins."""
+    found = ARTICLE.search(page.read_text())
+    if found is None:
+        raise SystemExit(f"{page}: no article element; did the theme change?")
+    return html.unescape(INLINE_TAG.sub("", BLOCK_TAG.sub(" ", found.group(1))))
+
+
+def pages_using(name: str) -> set[str]:
+    """Pages whose text uses ``name`` as a whole name (``loop.state_dict()`` uses
+    ``state_dict``; ``load_state_dict`` does not), read from the built HTML with a plain
+    regular expression: independent of the search's own separator."""
+    whole = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)")
+    return {address for address in pages() if whole.search(article_text(page_file(address)))}
 
 
 def main() -> int:
@@ -286,11 +316,18 @@ def main() -> int:
             browser.close()
             server.shutdown()
     listed = {urllib.parse.urlsplit(link).path[len(PREFIX) :] for link in result["links"]}
-    wanted = pages_with_word(SEARCHED)
+    counted = re.search(r"\d+", result["meta"])
+    wanted = pages_using(SEARCHED)
     print(
-        f"search for {SEARCHED}: {result['meta'].strip()}; lists {len(listed & wanted)} of the "
-        f"{len(wanted)} pages where it is a word: {', '.join('/' + p for p in sorted(wanted))}"
+        f"search for {SEARCHED}: {result['meta'].strip()}, {len(result['links'])} shown; lists "
+        f"{len(listed & wanted)} of the {len(wanted)} pages that use it: "
+        f"{', '.join('/' + p for p in sorted(wanted))}"
     )
+    if counted is None or int(counted.group()) != len(result["links"]):
+        failures.append(
+            f"the search for {SEARCHED} says {result['meta'].strip()!r} but shows "
+            f"{len(result['links'])} results"
+        )
     if not wanted or wanted - listed:
         failures.append(f"the search for {SEARCHED} misses {sorted(wanted - listed)}")
     for failure in failures:
