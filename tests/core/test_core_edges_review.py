@@ -322,3 +322,16 @@ def test_messages_count_batches_in_words() -> None:
 
     with pytest.raises(ValueError, match=r"yielded 1 batch in epoch 0, fewer than"):
         list(Loop(Short(), max_epochs=1))
+
+
+def test_a_stream_cut_into_epochs_of_another_length_is_refused_before_it_is_read() -> None:
+    first = Loop(iter(range(100)), epoch_length=4, max_epochs=3)
+    for _ in first:
+        if first.state.step == 5:
+            break
+    state = json.loads(json.dumps(first.state_dict()))
+    stream = iter(range(100))
+    second = Loop(stream, epoch_length=5, max_epochs=3)
+    with pytest.raises(ValueError, match=r"inside epoch 1, whose length was 4, .* have 5"):
+        second.load_state_dict(state)
+    assert next(stream) == 0  # nothing was taken from it

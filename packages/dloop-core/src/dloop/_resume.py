@@ -199,17 +199,17 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
 def _check_epoch_length(run: Run[Any], epoch: int, epoch_step: int, saved: int | None) -> None:
     """A state saved inside an epoch resumes only over epochs of the length it had.
 
-    Checked here against ``epoch_length=`` and against ``len(data)`` of data without
-    ``set_epoch`` (whose length cannot depend on the epoch); otherwise, and with a sync
-    (where the saved length is the agreed one), when the epoch opens.
+    Checked here against ``epoch_length=`` (a one-shot stream's cut too, before the
+    stream is read) and against ``len(data)`` of data without ``set_epoch`` (whose length
+    cannot depend on the epoch); otherwise, and with a sync (where the saved length is
+    the agreed one), when the epoch opens.
     """
     cursor = run.cursor
-    if run.agreement is not None or not cursor.sized:
+    if run.agreement is not None or cursor.length_hint is None:
         return
     if cursor.cut is None and callable(getattr(cursor.data, "set_epoch", None)):
         return
-    length = cursor.length_hint
-    assert length is not None
+    length = cursor.length_hint  # epoch_length=, or len() of data without set_epoch
     if saved is not None and saved != length:
         raise ValueError(
             f"state dict is incompatible with this loop: it stopped inside epoch {epoch}, "
