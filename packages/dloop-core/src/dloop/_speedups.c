@@ -106,6 +106,8 @@ typedef struct {
     PyObject *result;      /* the last (batch, events) returned, reused when free */
     PyObject *now;         /* the clock reading of the last step returned (a float) */
     double floor;          /* its value: a reading below it is not quiet */
+    PyObject *due;         /* the float last read from run.time_cell[0] (a reference) */
+    double due_value;      /* its value, read once per object rather than once per step */
     long long step;
     long long next_step;
     int state;
@@ -490,8 +492,18 @@ stepper_next_locked(Stepper *self)
             Py_DECREF(batch);
             return fail(self);
         }
+        if (due != self->due) {
+            /* The cell holds a new object: read its value once. The reference kept makes
+             * the identity test sound (a freed float's address may be reused). */
+            if (!PyFloat_CheckExact(due)) {
+                goto decide;
+            }
+            Py_INCREF(due);
+            Py_XSETREF(self->due, due);
+            self->due_value = FLOAT_VALUE(due);
+        }
         double value = FLOAT_VALUE(now);
-        if (PyFloat_CheckExact(due) && self->floor <= value && value < FLOAT_VALUE(due)) {
+        if (self->floor <= value && value < self->due_value) {
             self->step = step;
             self->floor = value;
             Py_XSETREF(self->now, now);
@@ -501,6 +513,7 @@ stepper_next_locked(Stepper *self)
             return out == NULL ? fail(self) : out;
         }
     }
+decide:;
     PyObject *result = decided_step(self, batch, step, now);
     return result == NULL ? fail(self) : result;
 }
@@ -583,6 +596,7 @@ stepper_traverse(Stepper *self, visitproc visit, void *arg)
     Py_VISIT(self->iterator);
     Py_VISIT(self->result);
     Py_VISIT(self->now);
+    Py_VISIT(self->due);
     return 0;
 }
 
@@ -602,6 +616,7 @@ stepper_clear(Stepper *self)
     Py_CLEAR(self->iterator);
     Py_CLEAR(self->result);
     Py_CLEAR(self->now);
+    Py_CLEAR(self->due);
     return 0;
 }
 
