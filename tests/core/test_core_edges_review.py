@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import warnings
 from collections.abc import Iterator
 from decimal import Decimal
@@ -335,3 +336,49 @@ def test_a_stream_cut_into_epochs_of_another_length_is_refused_before_it_is_read
     with pytest.raises(ValueError, match=r"inside epoch 1, whose length was 4, .* have 5"):
         second.load_state_dict(state)
     assert next(stream) == 0  # nothing was taken from it
+
+
+def test_a_process_whose_clock_lags_loads_its_own_state_dict_with_a_sync() -> None:
+    """With a sync, every_n_seconds deadlines follow the agreed elapsed time (the largest):
+    a process saved while behind it resumes from its own state dict, and both processes
+    go on firing on the same steps."""
+
+    def run_two(states: dict[int, Any] | None) -> dict[Any, Any]:
+        sync = ThreadSync(2, every_n_steps=4, timeout=10.0)
+        out: dict[Any, Any] = {}
+
+        def process(rank: int) -> None:
+            clock = ManualClock(tick=1.0)
+            loop = Loop(
+                range(100),
+                max_steps=40,
+                sync=sync,
+                clock=clock,
+                events={"Checkpoint": Event(every_n_seconds=10.0)},
+            )
+            if states is not None:
+                loop.load_state_dict(states[rank])
+            fired = []
+            for _, events in loop:
+                if loop.state.step == 0 and rank == 1:
+                    clock.advance(2.0)  # a slow first step on rank 1 only
+                if "Checkpoint" in events:
+                    fired.append(loop.state.step)
+                    if states is None and rank not in out:
+                        out[rank] = json.loads(json.dumps(loop.state_dict()))
+            out[("fired", rank)] = fired
+
+        threads = [threading.Thread(target=process, args=(rank,)) for rank in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30.0)
+        return out
+
+    first = run_two(None)
+    assert first[0]["elapsed"] < 10.0 <= first[1]["elapsed"]  # rank 0 lags the agreement
+    assert first[0]["events"] == first[1]["events"]
+    resumed = run_two({0: first[0], 1: first[1]})
+    assert resumed[("fired", 0)] == resumed[("fired", 1)]
+    saved_at = first[("fired", 0)][0]
+    assert resumed[("fired", 0)] == [s for s in first[("fired", 0)] if s > saved_at]

@@ -228,6 +228,7 @@ def _checked_events(run: Run[Any], records: object, elapsed: float) -> dict[str,
     ``[period, next deadline index]`` and ``at_time_pending`` as a list of times."""
     if not isinstance(records, Mapping):
         raise ValueError(f"state dict key 'events' has {records!r}, expected a mapping")
+    synced = run.agreement is not None
     periods = {
         key_id(key): event.every_n_seconds
         for key, event in run.schedule.events.items()
@@ -242,7 +243,7 @@ def _checked_events(run: Run[Any], records: object, elapsed: float) -> dict[str,
         if unknown:
             raise ValueError(f"{where} has unknown key(s) {sorted(unknown)}")
         if "every_n_seconds" in record:
-            _check_deadline(where, record["every_n_seconds"], elapsed)
+            _check_deadline(where, record["every_n_seconds"], elapsed, synced=synced)
         if "at_time_pending" in record:
             pending = record["at_time_pending"]
             if not isinstance(pending, list) or not all(_is_time(time) for time in pending):
@@ -266,9 +267,11 @@ def _is_time(value: object) -> bool:
     return seconds is not None and 0 <= seconds < SECONDS_LIMIT
 
 
-def _check_deadline(where: str, value: object, elapsed: float) -> None:
-    """``[period, k]``: a period > 0 and a next deadline ``k * period`` that is the first
-    one after ``elapsed`` or, with a sync, up to one agreement behind it."""
+def _check_deadline(where: str, value: object, elapsed: float, *, synced: bool) -> None:
+    """``[period, k]``: a period > 0 and a next deadline ``k * period`` that is not past
+    the first one after ``elapsed`` (it may lag behind it). With a sync, deadlines follow
+    the agreed elapsed time, the largest over the processes, which this process's own
+    saved ``elapsed`` may trail by any amount: there only the index is checked."""
     if (
         not isinstance(value, list)
         or len(value) != 2
@@ -288,7 +291,7 @@ def _check_deadline(where: str, value: object, elapsed: float) -> None:
             f"{where}['every_n_seconds'] = {reprlib.repr(value)} with elapsed={elapsed!r}: "
             "successive deadlines of that period cannot be told apart in floating point"
         )
-    if (k - 1) * period > elapsed:
+    if not synced and (k - 1) * period > elapsed:
         # The loop keeps the first deadline after the elapsed time of its last decision,
         # which is never after the elapsed time saved: a later one would skip firings.
         raise ValueError(
