@@ -84,7 +84,7 @@ class PreparedData(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         """One epoch of batches, on ``device`` when one is set."""
-        return self._to_device(self._epoch_batches(0))
+        return self._batches(0)
 
     def __len__(self) -> int:
         """The DataLoader's length: batches per epoch.
@@ -137,7 +137,7 @@ class PreparedData(Generic[T]):
                     f"cannot resume at batch {start} of the epoch: the DataLoader has "
                     f"{length} batches per epoch"
                 )
-        return self._to_device(self._epoch_batches(start))
+        return self._batches(start)
 
     def dloop_state_dict(self) -> dict[str, Any] | None:
         """What the current epoch's order and position depend on, for the loop's state dict.
@@ -146,9 +146,12 @@ class PreparedData(Generic[T]):
         draws from (``loader.generator``, the samplers' generators, torch's global
         generator when they draw from it) at the start of the current epoch, and the
         samplers' generators as they are now. For a torchdata ``StatefulDataLoader`` over
-        an IterableDataset (``"stateful"``): its own ``state_dict()`` after each of the
-        last batches it handed out. The data's own ``dloop_state_dict()``, if it has one,
-        goes under ``"data"``. JSON built-in values; None when there is nothing to save.
+        an IterableDataset (``"stateful"``): its own ``state_dict()`` after each batch
+        that the loop may have taken without yielding it yet (those of any device
+        prefetch, and ``LOOK_AHEAD`` = 64 more for the loop's own look-ahead), and after
+        every 64th batch of the 512 before. The data's own ``dloop_state_dict()``, if it
+        has one, goes under ``"data"``. JSON built-in values; None when there is nothing
+        to save.
 
         Warns:
             dloop.LoopWarning: A sampler dloop cannot replay is named, with what to use instead.
@@ -192,6 +195,13 @@ class PreparedData(Generic[T]):
                     f"{self.dataloader!r} has no dloop_load_state_dict()"
                 )
             load(state["data"])
+
+    def _batches(self, start: int) -> Iterator[T]:
+        """The current epoch's batches from batch ``start`` on, as the loop takes them."""
+        batches = self._to_device(self._epoch_batches(start))
+        if self._stateful is not None:
+            return self._stateful.taken(batches)
+        return batches
 
     def _epoch_batches(self, start: int) -> Iterator[T]:
         """The host batches of the current epoch from batch ``start`` on."""
