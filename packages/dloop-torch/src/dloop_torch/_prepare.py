@@ -13,7 +13,7 @@ from dloop import LoopWarning
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
 from dloop_torch._epoch import first_iter, follow_epoch, to_the_end
-from dloop_torch._order import EpochStart, Order, replaying
+from dloop_torch._order import EpochStart, Order, no_record_warning, replaying, warn_user
 from dloop_torch._resume import (
     drop_first,
     inner_loader,
@@ -216,6 +216,8 @@ class PreparedData(Generic[T]):
             if callable(own_iter_from):
                 return iter(own_iter_from(start))
             return drop_first(iter(data), start)
+        if order.replays_unrecorded(self._epoch, start):
+            warn_user(no_record_warning(data, self._epoch, start, order.sources))
         draws_base_seed = self._draws_base_seed(loader)
         replay = order.begin(self._epoch, start, draws_base_seed=draws_base_seed)
         if replay is None:
@@ -374,7 +376,8 @@ def prepare(
     Warns:
         dloop.LoopWarning: At ``prepare``, when persistent workers must restart every epoch
             (a dataset with ``set_epoch``); at ``state_dict()``, for a sampler whose order
-            a resume cannot reproduce.
+            a resume cannot reproduce; when a resume inside a shuffled epoch starts from a
+            state dict with no record of its order (saved by a Loop without ``prepare``).
     """
     if isinstance(dataloader, Iterator):
         return _OneShotPreparedData(dataloader, device=device, prefetch=prefetch)
