@@ -312,6 +312,55 @@ def test_a_sampler_dloop_cannot_replay_is_named_at_state_dict() -> None:
     assert "RandomSampler" in message
 
 
+@pytest.mark.parametrize("kind", ["list", "tuple", "range", "batch-list"])
+def test_indices_given_as_a_sequence_are_a_fixed_order_with_no_warning(kind: str) -> None:
+    """A list (tuple, range) as ``sampler=`` or ``batch_sampler=``: nothing to reproduce,
+    and a resume inside an epoch skips by index in that order."""
+    size = 200_000
+    order = list(range(size - 1, -1, -1))
+    dataset = RecordingDataset(size)
+
+    def build() -> DataLoader[Any]:
+        if kind == "batch-list":
+            batches = [order[i : i + 2] for i in range(0, 10, 2)]
+            return DataLoader(dataset, batch_sampler=batches)
+        sampler: Any = {"list": order, "tuple": tuple(order), "range": range(size - 1, -1, -1)}
+        return DataLoader(dataset, batch_size=2, sampler=sampler[kind])
+
+    loop = Loop(prepare(build()), max_steps=5)
+    for _ in loop:
+        if loop.state.step == 2:
+            break
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        state = json.loads(json.dumps(loop.state_dict()))
+    dataset.loaded.clear()
+
+    resumed = Loop(prepare(build()), max_steps=5)
+    resumed.load_state_dict(state)
+    rest = [[int(i) for i in batch] for batch, _ in resumed]
+
+    assert rest == [order[6:8], order[8:10]]
+    assert dataset.loaded == order[6:10]
+
+
+def test_a_sampler_with_a_huge_repr_is_named_in_a_few_characters() -> None:
+    class Listed(CoinSampler):
+        def __repr__(self) -> str:
+            return "Listed(" + ", ".join(str(i) for i in range(200_000)) + ")"
+
+    loader = DataLoader(RecordingDataset(8), batch_size=2, sampler=Listed(8))
+    loop = Loop(prepare(loader), max_epochs=1)
+    next(iter(loop))
+
+    with pytest.warns(
+        LoopWarning, match=r"cannot reproduce the order of .*Listed \(Listed\(0, 1"
+    ) as got:
+        loop.state_dict()
+
+    assert len(str(got[0].message)) < 1500
+
+
 def test_a_subclass_of_a_known_sampler_with_its_own_order_is_not_trusted() -> None:
     class Reversed(RandomSampler):
         def __iter__(self) -> Any:

@@ -135,6 +135,8 @@ def sources_of(loader: DataLoader[Any]) -> Sources:
             visit(getattr(sampler, _ACCELERATE_SHARDS[key], None))
         elif method in _FIXED_ITERS or key == _ACCELERATE_SEEDABLE:
             pass
+        elif isinstance(sampler, (list, tuple, range)):
+            pass  # indices (or batches of them) given as they are: a fixed order
         else:
             unknown.append(sampler)
 
@@ -204,7 +206,9 @@ def decode_state(text: str, *, name: str) -> torch.Tensor:
 
 def unknown_warning(samplers: list[object]) -> str:
     """The message for samplers whose order a resume cannot reproduce."""
-    names = ", ".join(f"{type(sampler).__qualname__} ({sampler!r})" for sampler in samplers)
+    names = ", ".join(
+        f"{type(sampler).__qualname__} ({_short.repr(sampler)})" for sampler in samplers
+    )
     return (
         f"dloop_torch cannot reproduce the order of {names} on a resume: it replays the "
         "torch generators of the samplers it knows (RandomSampler, SubsetRandomSampler, "
