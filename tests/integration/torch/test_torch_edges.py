@@ -4,6 +4,7 @@ streams, batches of user-defined mapping types, devices this machine lacks."""
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -261,6 +262,93 @@ def test_the_device_copy_leaves_the_users_batches_as_they_were() -> None:
         assert copy["name"] == "a"
         assert original["x"].device.type == "cpu"
         assert torch.equal(original["x"], torch.ones(2))
+
+
+class LockedBatch(MutableMapping[str, Any]):
+    """A mapping that copy.deepcopy cannot copy (it holds a lock); ``empty`` says whether
+    ``LockedBatch()`` makes an empty one."""
+
+    empty = True
+
+    def __init__(self, storage: dict[str, Any] | None = None) -> None:
+        if storage is None and not self.empty:
+            raise TypeError("LockedBatch needs its storage")
+        self.storage = {} if storage is None else storage
+        self.lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.storage[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.storage[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.storage[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.storage)
+
+    def __len__(self) -> int:
+        return len(self.storage)
+
+
+def test_a_mapping_copy_cannot_copy_keeps_its_type_through_an_empty_one() -> None:
+    batch = LockedBatch({"x": torch.ones(2), "name": "a"})
+
+    (moved,) = prepare([batch], device="meta")
+
+    assert type(moved) is LockedBatch
+    assert moved["x"].device.type == "meta"
+    assert moved["name"] == "a"
+    assert batch["x"].device.type == "cpu"
+
+
+def test_a_mapping_that_cannot_be_rebuilt_is_a_type_error_naming_its_type() -> None:
+    class Rigid(LockedBatch):
+        empty = False
+
+    with pytest.raises(TypeError, match=r"a mapping of type .*Rigid that dloop_torch cannot"):
+        list(prepare([Rigid({"x": torch.ones(2)})], device="meta"))
+
+
+class TaggedBatch(MutableMapping[str, Any]):
+    """A mapping with storage of its own in every shallow copy (``__copy__``) and a large
+    attribute that a copy of each batch need not duplicate."""
+
+    def __init__(self, storage: dict[str, Any], metadata: list[int]) -> None:
+        self.storage = storage
+        self.metadata = metadata
+
+    def __copy__(self) -> TaggedBatch:
+        return TaggedBatch(dict(self.storage), self.metadata)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.storage[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.storage[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.storage[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.storage)
+
+    def __len__(self) -> int:
+        return len(self.storage)
+
+
+def test_a_mapping_whose_shallow_copy_has_its_own_storage_is_not_copied_deeply() -> None:
+    metadata = list(range(100_000))
+    batches = [TaggedBatch({"x": torch.ones(2)}, metadata) for _ in range(3)]
+
+    moved = list(prepare(batches, device="meta"))
+
+    for original, copy in zip(batches, moved, strict=True):
+        assert type(copy) is TaggedBatch
+        assert copy["x"].device.type == "meta"
+        assert original["x"].device.type == "cpu"
+        assert copy.metadata is metadata  # shared, not copied for every batch
 
 
 @pytest.mark.parametrize("device", ["mps", "xpu", "mps:0"])
