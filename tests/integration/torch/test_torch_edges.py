@@ -7,6 +7,7 @@ import json
 import threading
 import warnings
 from collections.abc import Iterator, MutableMapping
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -88,6 +89,68 @@ def test_a_loader_dloop_does_not_know_keeps_its_own_iteration_and_order_on_resum
     assert resumed == uninterrupted[cut + 1 :]
     source = "subclass" if kind == "accelerate-like" else kind
     assert {(name, origin) for name, origin, _, _ in resumed} == {("dict", source)}
+
+
+class SkippingDictLoader(DictLoader):
+    """A DataLoader subclass that knows how to resume: ``iter_from(start)`` skips the
+    first ``start`` batches of indices, so their samples are not loaded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.starts: list[int] = []
+
+    def iter_from(self, start: int) -> Iterator[Any]:
+        self.starts.append(start)
+        assert self.batch_sampler is not None
+        batches = iter(self.batch_sampler)
+        # The draws of iter(DataLoader), in its order: the workers' base seed, then the
+        # sampler's (at its first index), so that the epoch's order is its own.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        for indices in islice(batches, start, None):
+            batch = self.collate_fn([self.dataset[index] for index in indices])
+            yield {"ids": batch, "from": "subclass"}
+
+
+class SkippingWrapper(Wrapper):
+    """A wrapper with its own ``iter_from``."""
+
+    def __init__(self, loader: DataLoader[Any]) -> None:
+        super().__init__(loader)
+        self.starts: list[int] = []
+
+    def iter_from(self, start: int) -> Iterator[Any]:
+        self.starts.append(start)
+        for batch in islice(iter(self._dataloader), start, None):
+            yield {"ids": batch, "from": "wrapper"}
+
+
+@pytest.mark.parametrize("kind", ["subclass", "wrapper"])
+@pytest.mark.parametrize("cut", [2, 7])
+def test_a_loader_with_its_own_iter_from_resumes_through_it_in_the_uninterrupted_order(
+    kind: str, cut: int
+) -> None:
+    datasets: list[RecordingDataset] = []
+    built: list[Any] = []
+
+    def build() -> Any:
+        datasets.append(RecordingDataset(18))
+        if kind == "subclass":
+            built.append(SkippingDictLoader(datasets[-1], batch_size=4, shuffle=True))
+        else:
+            built.append(SkippingWrapper(DataLoader(datasets[-1], batch_size=4, shuffle=True)))
+        return built[-1]
+
+    uninterrupted, _ = train(build)
+    _, checkpoint = train(build, stop_at=cut)
+
+    resumed, _ = train(build, checkpoint=checkpoint)
+
+    assert resumed == uninterrupted[cut + 1 :]
+    assert built[-1].starts == [(cut + 1) % 5]  # 5 batches an epoch
+    if kind == "subclass":  # its iter_from skips by index: what was done is not loaded
+        assert datasets[-1].loaded[: 18 - 4 * ((cut + 1) % 5)] == [
+            i for _, _, batch, _ in resumed[: 5 - (cut + 1) % 5] for i in batch
+        ]
 
 
 def test_set_epoch_reaches_the_samplers_of_the_loader_a_wrapper_keeps() -> None:

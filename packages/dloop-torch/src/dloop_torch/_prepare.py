@@ -120,9 +120,11 @@ class PreparedData(Generic[T]):
         A DataLoader over a map-style dataset skips the first ``start`` batches of its
         (already ``set_epoch``'d) batch sampler, so the dataset never loads them; its
         other options (workers, collate_fn, pinning, ...) are kept, and the order is the
-        one the epoch had (see ``dloop_state_dict``). Other data (an IterableDataset, a
-        DataLoader subclass, a plain iterable) is read and the first ``start`` batches
-        dropped, before they reach the device.
+        one the epoch had (see ``dloop_state_dict``). Other data (a DataLoader subclass,
+        a wrapper, a plain iterable) resumes through its own ``iter_from(start)`` when it
+        has one (with the order's random state of the epoch's start, for a loader);
+        without, it is read and the first ``start`` batches dropped (an IterableDataset
+        too), before they reach the device.
 
         Raises:
             TypeError, ValueError: ``start`` is not an int >= 0, or is beyond the batches
@@ -233,10 +235,20 @@ class PreparedData(Generic[T]):
         self, data: Iterable[T], loader: DataLoader[Any], start: int, replay: EpochStart
     ) -> Iterator[T]:
         """The data's own iteration from batch ``start`` (a DataLoader subclass, a
-        wrapper, an IterableDataset): the first batches are read and dropped with the
-        random sources as they were at the epoch's start."""
+        wrapper, an IterableDataset), with the random sources as they were at the epoch's
+        start: from the data's own ``iter_from(start)`` when it has one (it knows how to
+        skip), else the first batches are read and dropped."""
         assert self._order is not None
+        own_iter_from = getattr(data, "iter_from", None)
         with replaying(self._order.sources, replay):
+            if start and callable(own_iter_from):
+                return first_iter(
+                    data,
+                    loader,
+                    draws_base_seed=replay.draws_base_seed,
+                    pull=True,
+                    opening=lambda: iter(own_iter_from(start)),
+                )
             batches = first_iter(
                 data, loader, draws_base_seed=replay.draws_base_seed, pull=not start
             )
@@ -342,10 +354,11 @@ def prepare(
       samples are never loaded, and the epoch's order is the uninterrupted one, a
       ``shuffle=True`` loader's included (the state dict carries the states of the
       generators it draws from; torch's global generator is left as you restore it). A
-      DataLoader subclass or wrapper keeps its own iteration: it is read and the skipped
-      batches dropped, with the same order. A DataLoader over an IterableDataset is read
-      and the skipped batches dropped; a torchdata ``StatefulDataLoader`` over one resumes
-      from its own state, carried in the state dict;
+      DataLoader subclass or wrapper keeps its own iteration, with the same order: it
+      resumes through its own ``iter_from(start)`` when it has one, else it is read and
+      the skipped batches dropped. A DataLoader over an IterableDataset is read and the
+      skipped batches dropped; a torchdata ``StatefulDataLoader`` over one resumes from
+      its own state, carried in the state dict;
     - over a one-shot iterator, is one-shot itself (the loop's rule for streams holds);
     - with a CUDA ``device``, copies each batch (tensors nested in tuples, lists, dicts,
       namedtuples and dataclasses) ``prefetch`` batches ahead, non-blocking from pinned
