@@ -124,15 +124,19 @@ def train(
         if LoopEvents.EPOCH_END in events:
             after = validate(fabric, model, validation_loader)
             fabric.print(f"epoch {loop.state.epoch} done  validation mse {after:.4f}")
-        # A checkpoint holds no half-accumulated gradients: it waits for an update.
+        # A checkpoint (or a stop) holds no half-accumulated gradients: it waits for an
+        # update, so the state saved is "steps 0..step done, nothing half accumulated".
         checkpoint_due = checkpoint_due or "Checkpoint" in events
-        interrupted = loop.state.step == stop_after_steps
-        last = interrupted or LoopEvents.TRAINING_END in events
-        if checkpoint is not None and update and (checkpoint_due or last):
+        stopping = stop_after_steps is not None and loop.state.step >= stop_after_steps
+        if not update:
+            continue
+        if checkpoint is not None and (
+            checkpoint_due or stopping or LoopEvents.TRAINING_END in events
+        ):
             fabric.save(checkpoint, state)  # every process calls it; process 0 writes
             checkpoint_due = False
             fabric.print(f"checkpoint saved after step {loop.state.step}")
-        if interrupted:
+        if stopping:
             fabric.print(f"stopping after step {loop.state.step}, as asked")
             return
     seconds = time.perf_counter() - started
@@ -150,7 +154,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="resume from it if it exists; save to it")
     parser.add_argument("--checkpoint-seconds", type=float, default=2.0)
     parser.add_argument(
-        "--stop-after-steps", type=int, help="save a checkpoint and stop, as a preempted run"
+        "--stop-after-steps",
+        type=int,
+        help="save a checkpoint and stop at the first optimizer step from this step on, "
+        "as a preempted run would",
     )
     args = parser.parse_args()
     fabric = Fabric(

@@ -1,5 +1,6 @@
-"""A DataLoader-shaped object with a random sampler, resumed inside an epoch without
-``dloop_torch.prepare``, gets one warning that the resumed order will differ.
+"""A DataLoader-shaped object with a random sampler, resumed without
+``dloop_torch.prepare`` where the resumed order will differ (inside an epoch; at an epoch's
+end when the sampler has its own seeded generator), gets one warning that says so.
 
 The loaders here only have the shape of a torch DataLoader: the core never imports torch.
 """
@@ -31,6 +32,20 @@ class RandomSampler:
 
     def __len__(self) -> int:
         return self.size
+
+
+class SeededRandomSampler(RandomSampler):
+    """A random sampler with a generator of its own (``generator=torch.Generator()
+    .manual_seed(0)`` in torch): a new process starts it from the same seed."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        super().__init__(size)
+        self.generator = random.Random(seed)  # type: ignore[assignment]
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(range(self.size))
+        self.generator.shuffle(order)  # type: ignore[attr-defined]
+        return iter(order)
 
 
 class SequentialSampler:
@@ -187,3 +202,73 @@ def test_a_state_dict_that_is_refused_does_not_warn() -> None:
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="state dict key 'epoch' has -1"):
             resume(DataLoader(8, RandomSampler(8)), state)
+
+
+def test_a_resume_at_an_epoch_end_before_an_order_from_a_seeded_generator_warns() -> None:
+    """The uninterrupted run's generator had drawn epochs 0 and 1; this process's starts
+    again from its seed."""
+    state = saved_at(DataLoader(8, SeededRandomSampler(8)), step=7)  # the end of epoch 1
+
+    with pytest.warns(LoopWarning) as caught:
+        resume(DataLoader(8, SeededRandomSampler(8)), state)
+
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "resumes at the start of epoch 2 of data <DataLoader>" in message
+    assert "draws its order from its own torch.Generator" in message
+    assert "starts again from its seed" in message
+    assert "epoch 2 will see another order than the uninterrupted run's" in message
+    assert "dloop_torch.prepare(loader)" in message
+
+
+def test_the_order_a_seeded_generator_gives_after_an_epoch_end_does_differ() -> None:
+    """What the warning says, shown: epoch 2 of the resumed run is not the
+    uninterrupted run's epoch 2."""
+    whole = [batch for batch, _ in Loop(DataLoader(8, SeededRandomSampler(8)), max_epochs=3)]
+    state = saved_at(DataLoader(8, SeededRandomSampler(8)), step=7)
+    with pytest.warns(LoopWarning):
+        rest = [batch for batch, _ in resume(DataLoader(8, SeededRandomSampler(8)), state)]
+
+    assert rest != whole[8:]
+
+
+def test_a_resume_inside_epoch_1_with_a_seeded_generator_warns() -> None:
+    state = saved_at(DataLoader(8, SeededRandomSampler(8)), step=5)
+
+    with pytest.warns(LoopWarning, match="resumes inside epoch 1") as caught:
+        resume(DataLoader(8, SeededRandomSampler(8)), state)
+
+    assert "from its own torch.Generator" in str(caught[0].message)
+
+
+def test_a_resume_inside_epoch_0_with_a_seeded_generator_does_not_warn() -> None:
+    """This process seeds the generator as the first one did: epoch 0's order again."""
+    whole = [batch for batch, _ in Loop(DataLoader(8, SeededRandomSampler(8)), max_epochs=3)]
+    state = saved_at(DataLoader(8, SeededRandomSampler(8)), step=1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loop = resume(DataLoader(8, SeededRandomSampler(8)), state)
+        rest = [batch for batch, _ in loop if loop.state.epoch == 0]
+
+    assert rest == whole[2:4]
+
+
+def test_the_warning_names_the_sampler_and_data_in_a_few_characters() -> None:
+    class Huge(RandomSampler):
+        def __repr__(self) -> str:
+            return "Huge(" + ", ".join(str(i) for i in range(200_000)) + ")"
+
+    class HugeLoader(DataLoader):
+        def __repr__(self) -> str:
+            return "HugeLoader" + "!" * 1_000_000
+
+    state = saved_at(HugeLoader(8, Huge(8)), step=5)
+
+    with pytest.warns(LoopWarning) as caught:
+        resume(HugeLoader(8, Huge(8)), state)
+
+    message = str(caught[0].message)
+    assert len(message) < 1200
+    assert "sampler Huge(0, 1, 2" in message
+    assert "data HugeLoader!!!" in message

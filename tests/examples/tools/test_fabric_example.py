@@ -47,17 +47,29 @@ def test_the_fabric_example_trains_and_its_validation_error_falls(devices: int) 
     assert f"{devices} process(es): {steps} steps to go" in output
 
 
-def test_the_fabric_example_resumed_from_its_checkpoint_ends_as_one_run(tmp_path: Path) -> None:
-    checkpoint = str(tmp_path / "run.ckpt")
+@pytest.mark.parametrize(
+    ("stop_after", "stopped_at"),
+    [
+        pytest.param(199, 199, id="an-update-step"),
+        # Not an update step (every 4th): the run goes on to the next one, 203, and
+        # saves there, with no gradient half accumulated.
+        pytest.param(201, 203, id="between-updates"),
+    ],
+)
+def test_the_fabric_example_resumed_from_its_checkpoint_ends_as_one_run(
+    tmp_path: Path, stop_after: int, stopped_at: int
+) -> None:
+    checkpoint = tmp_path / "run.ckpt"
     uninterrupted = run()
 
-    first = run("--checkpoint", checkpoint, "--stop-after-steps", "199")
-    resumed = run("--checkpoint", checkpoint)
+    first = run("--checkpoint", str(checkpoint), "--stop-after-steps", str(stop_after))
+    assert checkpoint.exists()
+    resumed = run("--checkpoint", str(checkpoint))
 
-    assert "stopping after step 199" in first
-    assert "resumed from" in resumed
-    assert "after step 199" in resumed
-    assert "312 steps to go" in resumed
+    assert f"checkpoint saved after step {stopped_at}" in first
+    assert f"stopping after step {stopped_at}" in first
+    assert f"resumed from {checkpoint} after step {stopped_at}" in resumed
+    assert f"{4 * 4096 // 32 - stopped_at - 1} steps to go" in resumed
     assert re.findall(r"epoch \d done.*", first + resumed) == re.findall(
         r"epoch \d done.*", uninterrupted
     )

@@ -7,7 +7,10 @@ The single-process tests import it. The two-process tests run it on both ranks:
 Each rank then writes ``OUTPUT_DIR/rank{RANK}.json``: for Accelerate's default sampler and
 for its ``SeedableRandomSampler``, the length of the loop, the trace of an uninterrupted
 run, the traces of runs cut at each of ``CUTS`` and resumed through ``save_state`` /
-``load_state`` (the loop registered), and of one resumed without the loop registered.
+``load_state`` (the loop registered), and of one resumed without the loop registered;
+and the traces of two runs whose ranks would decide differently on their own
+(``AGREEMENT``): clocks that run at different rates on each rank (a time-based event
+and ``max_seconds``), and a stop requested on rank 1 only.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ SECONDS_PER_STEP = 0.25
 CUTS = (5, 11, 17)
 """Steps after which a two-process run is interrupted (per rank: 12 batches an epoch):
 mid-epoch, the last batch of epoch 0, mid-epoch 1."""
+
+AGREEMENT = ("clocks", "stop")
+"""The runs in which the ranks would decide differently without agreeing."""
+MAX_SECONDS = 3.0
+"""The time budget of the ``"clocks"`` run: rank 1 (0.5 s a step) reaches it near step 5;
+rank 0 (0.25 s a step) would not within its epoch."""
+STOP_AFTER = 5
+"""In the ``"stop"`` run, rank 1 alone requests a stop in the body of this step."""
 
 Row = list[Any]
 """[step, epoch, sample ids of the batch, sorted event names]."""
@@ -163,6 +174,39 @@ def resumed(
     )
 
 
+def agreement(kind: str) -> list[Row]:
+    """The trace of a run in which the ranks would decide differently on their own.
+
+    Rank r's clock moves (r + 1) * ``SECONDS_PER_STEP`` a step, so rank 1's ``Timed``
+    deadlines and ``max_seconds`` (``kind`` "clocks") come twice as soon as rank 0's; with
+    ``kind`` "stop", rank 1 alone calls ``request_stop()`` after step ``STOP_AFTER``.
+    Through ``DistributedSync``, both must still take the same steps with the same events.
+    One epoch, and no collective in the body, so that a run without agreement ends (with
+    other events or steps on each rank) instead of waiting in a collective that the other
+    rank never joins (Accelerate's loader broadcasts at the start of every epoch).
+    """
+    accelerator = make_accelerator(seedable=False)
+    loader = accelerator.prepare(make_loader())
+    rank = accelerator.process_index
+    clock = ManualClock()
+    loop = Loop(
+        prepare(loader),
+        max_epochs=1,
+        max_seconds=MAX_SECONDS if kind == "clocks" else None,
+        events={"Update": Event(every_n_steps=ACCUMULATE), "Timed": Event(every_n_seconds=1.0)},
+        clock=clock,
+        sync=DistributedSync(every_n_steps=ACCUMULATE),
+    )
+    rows: list[Row] = []
+    for (ids, _, _), events in loop:
+        clock.advance((rank + 1) * SECONDS_PER_STEP)
+        state = loop.state
+        rows.append([state.step, state.epoch, ids.tolist(), sorted(str(key) for key in events)])
+        if kind == "stop" and rank == 1 and state.step == STOP_AFTER:
+            loop.request_stop()
+    return rows
+
+
 def main() -> None:
     """Run every scenario on this rank of a two-process job; write its JSON."""
     output = Path(sys.argv[1])
@@ -183,6 +227,7 @@ def main() -> None:
                 register=False,
             ),
         }
+    results["agreement"] = {kind: agreement(kind) for kind in AGREEMENT}
     accelerator = make_accelerator(seedable=False)
     rank = accelerator.process_index
     results["world_size"] = accelerator.num_processes

@@ -2,14 +2,19 @@
 ``dloop_torch.DistributedSync``: the same steps and events on both, the right shard on
 each, the right ``len(loop)``, and exact resume through ``save_state`` / ``load_state``.
 
+The ranks' clocks run at different rates and a stop is requested on one rank only, so
+that without the agreement they would take other steps or fire other events.
+
 One torchrun job runs every scenario (``_accelerate_worker.py``); the job fails, instead
-of hanging, if it has not finished within a time limit.
+of hanging, if it has not finished within a time limit, and then the whole process group
+(torchrun, both ranks and any DataLoader workers) is killed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _accelerate_worker import BATCH_SIZE, CUTS, EPOCHS, SAMPLES, reference_epochs
+from _accelerate_worker import (
+    ACCUMULATE,
+    AGREEMENT,
+    BATCH_SIZE,
+    CUTS,
+    EPOCHS,
+    SAMPLES,
+    STOP_AFTER,
+    reference_epochs,
+)
 
 WORKER = Path(__file__).with_name("_accelerate_worker.py")
 TIME_LIMIT = 120.0
@@ -48,18 +62,23 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         str(output),
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # A session of its own: on a timeout, killing its process group ends torchrun, both
+    # ranks and their DataLoader workers, leaving no orphan behind.
+    job = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        start_new_session=True,
+    )
     try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=TIME_LIMIT,
-            check=False,
-            env=environment,
-        )
+        _, stderr = job.communicate(timeout=TIME_LIMIT)
     except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
         pytest.fail(f"the two ranks did not finish within {TIME_LIMIT} s: they hung")
-    assert result.returncode == 0, result.stderr
+    assert job.returncode == 0, stderr
     return [json.loads((output / f"rank{rank}.json").read_text()) for rank in RANKS]
 
 
@@ -121,3 +140,32 @@ def test_two_ranks_resumed_without_the_loop_registered_start_over(
         pieced, whole = rank[sampler]["unregistered"], rank[sampler]["uninterrupted"]
         assert pieced != whole
         assert pieced[CUTS[0] + 1][0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", AGREEMENT)
+def test_ranks_that_would_decide_differently_take_the_same_steps_and_events(
+    ranks: list[dict[str, Any]], scenario: str
+) -> None:
+    """Rank 1's clock runs twice as fast as rank 0's ("clocks": its ``Timed`` deadlines
+    and ``max_seconds`` come first), or rank 1 alone requests a stop ("stop"): every
+    decision is agreed, on agreement steps, and both ranks stop on the same step."""
+    rank0, rank1 = (without_batches(rank["agreement"][scenario]) for rank in ranks)
+
+    assert rank0 == rank1
+    steps = [step for step, _, _ in rank0]
+    assert steps == list(range(len(steps)))
+    assert len(steps) < PER_RANK  # a time or stop decision ended the one epoch early
+    last = rank0[-1]
+    assert "LoopEvents.TRAINING_END" in last[2]
+    assert (last[0] + 1) % ACCUMULATE == 0  # on an agreement step
+    timed = [step for step, _, events in rank0 if "Timed" in events]
+    assert timed
+    assert all((step + 1) % ACCUMULATE == 0 for step in timed)
+    if scenario == "stop":
+        assert "LoopEvents.INTERRUPTED" in last[2]
+        assert last[0] == STOP_AFTER + 2  # the first agreement step after the request
+    else:
+        # Rank 1's deadlines rule: its 1 s comes at step 2, agreed on step 3 (rank 0's
+        # would be step 4, agreed on 7).
+        assert timed[0] == ACCUMULATE - 1

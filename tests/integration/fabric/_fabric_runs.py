@@ -1,5 +1,6 @@
 """A small training run under Lightning Fabric and dloop, recorded step by step, that a
-test stops at a step, checkpoints with ``fabric.save`` and resumes with ``fabric.load``.
+test stops at a step, checkpoints with ``fabric.save`` and resumes with ``fabric.load``;
+and runs whose processes would decide differently without agreeing (``agreement``).
 
 Used in this process (one device) by the tests and, under two processes, by
 ``_fabric_worker.py``.
@@ -16,12 +17,23 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from dloop import Event, Loop
+from dloop.testing import ManualClock
 from dloop_torch import DistributedSync, prepare
 
 SAMPLES = 48
 BATCH_SIZE = 4
 EPOCHS = 3
 UPDATE_EVERY = 2
+
+AGREEMENT = ("clocks", "stop")
+"""The runs in which the processes would decide differently without agreeing."""
+SECONDS_PER_STEP = 0.25
+"""Process r's clock moves (r + 1) times this much a step (binary fractions: no rounding)."""
+MAX_SECONDS = 3.0
+"""The time budget of the ``"clocks"`` run: process 1 reaches it at step 5, process 0 would
+at step 11."""
+STOP_AFTER = 8
+"""In the ``"stop"`` run, process 1 alone requests a stop in the body of this step."""
 
 Step = tuple[list[int], list[str]]
 """One step as recorded: the sample ids of its batch, the names of its events."""
@@ -102,3 +114,32 @@ def train(
         float(value) for value in torch.cat([p.detach().flatten() for p in model.parameters()])
     ]
     return steps, weights, length
+
+
+def agreement(fabric: Fabric, kind: str) -> list[tuple[int, list[str]]]:
+    """The [step, event names] of a run in which the processes would decide differently.
+
+    Process r's clock moves (r + 1) * ``SECONDS_PER_STEP`` a step, so process 1's
+    ``Timed`` deadlines and ``max_seconds`` (``kind`` "clocks") come twice as soon as
+    process 0's; with ``kind`` "stop", process 1 alone calls ``request_stop()`` after step
+    ``STOP_AFTER``. Through ``DistributedSync``, both must take the same steps with the
+    same events. No collective runs in the body, so that a run without agreement ends
+    (with other events or steps on each process) instead of waiting forever.
+    """
+    rank = fabric.global_rank
+    clock = ManualClock()
+    loop = Loop(
+        prepare(fabric.setup_dataloaders(loader("random", fabric))),
+        max_epochs=EPOCHS,
+        max_seconds=MAX_SECONDS if kind == "clocks" else None,
+        events={"Update": Event(every_n_steps=UPDATE_EVERY), "Timed": Event(every_n_seconds=1.0)},
+        clock=clock,
+        sync=DistributedSync(every_n_steps=UPDATE_EVERY),
+    )
+    steps: list[tuple[int, list[str]]] = []
+    for _, events in loop:
+        clock.advance((rank + 1) * SECONDS_PER_STEP)
+        steps.append((loop.state.step, sorted(str(event) for event in events)))
+        if kind == "stop" and rank == 1 and loop.state.step == STOP_AFTER:
+            loop.request_stop()
+    return steps

@@ -5,6 +5,9 @@ Usage: _fabric_worker.py SAMPLER CUT CHECKPOINT OUTPUT. Runs the uninterrupted t
 then a run stopped after step CUT (saved with ``fabric.save``), resumed with
 ``fabric.load``, and the same without the loop in the checkpoint; writes the steps,
 weights and lengths this process saw to OUTPUT as JSON.
+
+Usage: _fabric_worker.py agreement OUTPUT. Runs ``_fabric_runs.agreement`` of every kind
+and writes the steps and events this process saw to OUTPUT as JSON.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ import sys
 import warnings
 from pathlib import Path
 
-from _fabric_runs import train
+from _fabric_runs import AGREEMENT, agreement, train
 from lightning_fabric import Fabric
 
 
 def main() -> None:
-    sampler, cut, checkpoint, output = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     warnings.simplefilter("error")
     fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp")
     fabric.launch()  # the processes were started outside: this joins the process group
+    if sys.argv[1] == "agreement":
+        steps = {kind: agreement(fabric, kind) for kind in AGREEMENT}
+        Path(sys.argv[2]).write_text(json.dumps({"rank": fabric.global_rank, **steps}))
+        fabric.barrier()
+        return
+    sampler, cut, checkpoint, output = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     full, full_weights, full_length = train(fabric, sampler)
     first, _, _ = train(fabric, sampler, stop_after=cut, checkpoint=checkpoint)
     rest, rest_weights, rest_length = train(fabric, sampler, checkpoint=checkpoint, resume=True)

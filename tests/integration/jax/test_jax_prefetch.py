@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterator
+from types import MappingProxyType
 from typing import Any
 
 import jax
@@ -299,12 +300,40 @@ def test_the_wrapper_says_what_it_wraps() -> None:
     assert "size=3" in repr(prefetched)
 
 
-@pytest.mark.parametrize("data", ["abc", b"abc"])
-def test_a_string_is_refused_as_data(data: Any) -> None:
+@pytest.mark.parametrize(
+    "data",
+    ["abc", b"abc", bytearray(b"abc"), memoryview(b"abc")],
+    ids=["str", "bytes", "bytearray", "memoryview"],
+)
+def test_text_or_bytes_are_refused_as_data(data: Any) -> None:
+    kind = type(data).__name__
     with pytest.raises(
-        TypeError, match=r"data must be an iterable of batches .*, not a (str|bytes)"
+        TypeError, match=rf"data must be an iterable of batches .*, not a {kind}: got "
     ):
         prefetch_to_device(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"x": np.ones(2)}, MappingProxyType({"x": np.ones(2)})],
+    ids=["dict", "mappingproxy"],
+)
+def test_a_mapping_is_refused_as_data_since_iterating_it_gives_keys(data: Any) -> None:
+    with pytest.raises(TypeError) as raised:
+        prefetch_to_device(data)
+
+    message = str(raised.value)
+    assert message.startswith("data must be an iterable of batches")
+    assert f"not a mapping: iterating a {type(data).__name__} gives its keys" in message
+    assert "pass [batch]" in message
+
+
+def test_a_list_of_dict_batches_is_still_taken() -> None:
+    batches = [{"x": np.ones(2)}, {"x": np.zeros(2)}]
+
+    got = [jax.device_get(batch["x"]).tolist() for batch in prefetch_to_device(batches)]
+
+    assert got == [[1.0, 1.0], [0.0, 0.0]]
 
 
 def test_a_prefetch_can_be_pickled_and_iterates_as_before() -> None:

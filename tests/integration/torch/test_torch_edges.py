@@ -4,8 +4,10 @@ streams, batches of user-defined mapping types, devices this machine lacks."""
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from collections.abc import Iterator, MutableMapping
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -87,6 +89,68 @@ def test_a_loader_dloop_does_not_know_keeps_its_own_iteration_and_order_on_resum
     assert resumed == uninterrupted[cut + 1 :]
     source = "subclass" if kind == "accelerate-like" else kind
     assert {(name, origin) for name, origin, _, _ in resumed} == {("dict", source)}
+
+
+class SkippingDictLoader(DictLoader):
+    """A DataLoader subclass that knows how to resume: ``iter_from(start)`` skips the
+    first ``start`` batches of indices, so their samples are not loaded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.starts: list[int] = []
+
+    def iter_from(self, start: int) -> Iterator[Any]:
+        self.starts.append(start)
+        assert self.batch_sampler is not None
+        batches = iter(self.batch_sampler)
+        # The draws of iter(DataLoader), in its order: the workers' base seed, then the
+        # sampler's (at its first index), so that the epoch's order is its own.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        for indices in islice(batches, start, None):
+            batch = self.collate_fn([self.dataset[index] for index in indices])
+            yield {"ids": batch, "from": "subclass"}
+
+
+class SkippingWrapper(Wrapper):
+    """A wrapper with its own ``iter_from``."""
+
+    def __init__(self, loader: DataLoader[Any]) -> None:
+        super().__init__(loader)
+        self.starts: list[int] = []
+
+    def iter_from(self, start: int) -> Iterator[Any]:
+        self.starts.append(start)
+        for batch in islice(iter(self._dataloader), start, None):
+            yield {"ids": batch, "from": "wrapper"}
+
+
+@pytest.mark.parametrize("kind", ["subclass", "wrapper"])
+@pytest.mark.parametrize("cut", [2, 7])
+def test_a_loader_with_its_own_iter_from_resumes_through_it_in_the_uninterrupted_order(
+    kind: str, cut: int
+) -> None:
+    datasets: list[RecordingDataset] = []
+    built: list[Any] = []
+
+    def build() -> Any:
+        datasets.append(RecordingDataset(18))
+        if kind == "subclass":
+            built.append(SkippingDictLoader(datasets[-1], batch_size=4, shuffle=True))
+        else:
+            built.append(SkippingWrapper(DataLoader(datasets[-1], batch_size=4, shuffle=True)))
+        return built[-1]
+
+    uninterrupted, _ = train(build)
+    _, checkpoint = train(build, stop_at=cut)
+
+    resumed, _ = train(build, checkpoint=checkpoint)
+
+    assert resumed == uninterrupted[cut + 1 :]
+    assert built[-1].starts == [(cut + 1) % 5]  # 5 batches an epoch
+    if kind == "subclass":  # its iter_from skips by index: what was done is not loaded
+        assert datasets[-1].loaded[: 18 - 4 * ((cut + 1) % 5)] == [
+            i for _, _, batch, _ in resumed[: 5 - (cut + 1) % 5] for i in batch
+        ]
 
 
 def test_set_epoch_reaches_the_samplers_of_the_loader_a_wrapper_keeps() -> None:
@@ -261,6 +325,93 @@ def test_the_device_copy_leaves_the_users_batches_as_they_were() -> None:
         assert copy["name"] == "a"
         assert original["x"].device.type == "cpu"
         assert torch.equal(original["x"], torch.ones(2))
+
+
+class LockedBatch(MutableMapping[str, Any]):
+    """A mapping that copy.deepcopy cannot copy (it holds a lock); ``empty`` says whether
+    ``LockedBatch()`` makes an empty one."""
+
+    empty = True
+
+    def __init__(self, storage: dict[str, Any] | None = None) -> None:
+        if storage is None and not self.empty:
+            raise TypeError("LockedBatch needs its storage")
+        self.storage = {} if storage is None else storage
+        self.lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.storage[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.storage[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.storage[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.storage)
+
+    def __len__(self) -> int:
+        return len(self.storage)
+
+
+def test_a_mapping_copy_cannot_copy_keeps_its_type_through_an_empty_one() -> None:
+    batch = LockedBatch({"x": torch.ones(2), "name": "a"})
+
+    (moved,) = prepare([batch], device="meta")
+
+    assert type(moved) is LockedBatch
+    assert moved["x"].device.type == "meta"
+    assert moved["name"] == "a"
+    assert batch["x"].device.type == "cpu"
+
+
+def test_a_mapping_that_cannot_be_rebuilt_is_a_type_error_naming_its_type() -> None:
+    class Rigid(LockedBatch):
+        empty = False
+
+    with pytest.raises(TypeError, match=r"a mapping of type .*Rigid that dloop_torch cannot"):
+        list(prepare([Rigid({"x": torch.ones(2)})], device="meta"))
+
+
+class TaggedBatch(MutableMapping[str, Any]):
+    """A mapping with storage of its own in every shallow copy (``__copy__``) and a large
+    attribute that a copy of each batch need not duplicate."""
+
+    def __init__(self, storage: dict[str, Any], metadata: list[int]) -> None:
+        self.storage = storage
+        self.metadata = metadata
+
+    def __copy__(self) -> TaggedBatch:
+        return TaggedBatch(dict(self.storage), self.metadata)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.storage[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.storage[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.storage[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.storage)
+
+    def __len__(self) -> int:
+        return len(self.storage)
+
+
+def test_a_mapping_whose_shallow_copy_has_its_own_storage_is_not_copied_deeply() -> None:
+    metadata = list(range(100_000))
+    batches = [TaggedBatch({"x": torch.ones(2)}, metadata) for _ in range(3)]
+
+    moved = list(prepare(batches, device="meta"))
+
+    for original, copy in zip(batches, moved, strict=True):
+        assert type(copy) is TaggedBatch
+        assert copy["x"].device.type == "meta"
+        assert original["x"].device.type == "cpu"
+        assert copy.metadata is metadata  # shared, not copied for every batch
 
 
 @pytest.mark.parametrize("device", ["mps", "xpu", "mps:0"])

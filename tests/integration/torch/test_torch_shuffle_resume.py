@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from dloop import Loop
+from dloop import Loop, LoopWarning
 from dloop_torch import prepare
 
 EPOCHS = 3
@@ -311,6 +312,55 @@ def test_a_sampler_dloop_cannot_replay_is_named_at_state_dict() -> None:
     assert "RandomSampler" in message
 
 
+@pytest.mark.parametrize("kind", ["list", "tuple", "range", "batch-list"])
+def test_indices_given_as_a_sequence_are_a_fixed_order_with_no_warning(kind: str) -> None:
+    """A list (tuple, range) as ``sampler=`` or ``batch_sampler=``: nothing to reproduce,
+    and a resume inside an epoch skips by index in that order."""
+    size = 200_000
+    order = list(range(size - 1, -1, -1))
+    dataset = RecordingDataset(size)
+
+    def build() -> DataLoader[Any]:
+        if kind == "batch-list":
+            batches = [order[i : i + 2] for i in range(0, 10, 2)]
+            return DataLoader(dataset, batch_sampler=batches)
+        sampler: Any = {"list": order, "tuple": tuple(order), "range": range(size - 1, -1, -1)}
+        return DataLoader(dataset, batch_size=2, sampler=sampler[kind])
+
+    loop = Loop(prepare(build()), max_steps=5)
+    for _ in loop:
+        if loop.state.step == 2:
+            break
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        state = json.loads(json.dumps(loop.state_dict()))
+    dataset.loaded.clear()
+
+    resumed = Loop(prepare(build()), max_steps=5)
+    resumed.load_state_dict(state)
+    rest = [[int(i) for i in batch] for batch, _ in resumed]
+
+    assert rest == [order[6:8], order[8:10]]
+    assert dataset.loaded == order[6:10]
+
+
+def test_a_sampler_with_a_huge_repr_is_named_in_a_few_characters() -> None:
+    class Listed(CoinSampler):
+        def __repr__(self) -> str:
+            return "Listed(" + ", ".join(str(i) for i in range(200_000)) + ")"
+
+    loader = DataLoader(RecordingDataset(8), batch_size=2, sampler=Listed(8))
+    loop = Loop(prepare(loader), max_epochs=1)
+    next(iter(loop))
+
+    with pytest.warns(
+        LoopWarning, match=r"cannot reproduce the order of .*Listed \(Listed\(0, 1"
+    ) as got:
+        loop.state_dict()
+
+    assert len(str(got[0].message)) < 1500
+
+
 def test_a_subclass_of_a_known_sampler_with_its_own_order_is_not_trusted() -> None:
     class Reversed(RandomSampler):
         def __iter__(self) -> Any:
@@ -336,3 +386,65 @@ def test_a_state_dict_from_another_loader_configuration_is_refused() -> None:
 
     with pytest.raises(ValueError, match=r"holds 1 generator states, but this DataLoader's"):
         resumed.load_state_dict(state)
+
+
+def state_without_prepare(build: Callable[[], DataLoader[Any]], cut: int) -> dict[str, Any]:
+    """The state dict of a Loop over the DataLoader itself (no prepare), after ``cut``."""
+    torch.manual_seed(PROGRAM_SEED)
+    loop = Loop(build(), max_epochs=EPOCHS)
+    for _ in loop:
+        if loop.state.step == cut:
+            break
+    state: dict[str, Any] = json.loads(json.dumps(loop.state_dict()))
+    assert state["data"] is None
+    return state
+
+
+@pytest.mark.parametrize(
+    ("seeded", "cut"),
+    [
+        pytest.param(True, 6, id="seeded-generator-epoch-1"),
+        pytest.param(False, 1, id="global-generator-epoch-0"),
+        pytest.param(False, 6, id="global-generator-epoch-1"),
+    ],
+)
+def test_a_state_saved_without_prepare_resumed_inside_a_shuffled_epoch_warns(
+    seeded: bool, cut: int
+) -> None:
+    def build() -> DataLoader[Any]:
+        return make_loader(
+            RecordingDataset(16), "shuffle", batch_size=4, drop_last=False, workers=0, seeded=seeded
+        )
+
+    state = state_without_prepare(build, cut)
+    loop = Loop(prepare(build()), max_epochs=EPOCHS)
+    loop.load_state_dict(state)
+
+    with pytest.warns(LoopWarning, match="holds no record of that epoch's order") as caught:
+        next(iter(loop))
+
+    message = str(caught[0].message)
+    assert f"resumes epoch {cut // 4} at batch {cut % 4 + 1}" in message
+    assert "saved by a Loop over the DataLoader itself, without prepare()" in message
+    assert "sees other batches than the uninterrupted run" in message
+    assert caught[0].filename == __file__  # pointed at the user's line
+
+
+def test_a_state_saved_without_prepare_inside_epoch_0_of_a_seeded_loader_resumes_exactly() -> None:
+    """This process seeds the generator as the first did: epoch 0's order is the same."""
+
+    def build() -> DataLoader[Any]:
+        return make_loader(
+            RecordingDataset(16), "shuffle", batch_size=4, drop_last=False, workers=0, seeded=True
+        )
+
+    whole = [[int(i) for i in batch] for batch, _ in Loop(build(), max_epochs=EPOCHS)]
+    state = state_without_prepare(build, 1)
+    loop = Loop(prepare(build()), max_epochs=EPOCHS)
+    loop.load_state_dict(state)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rest = [[int(i) for i in batch] for batch, _ in loop]
+
+    assert rest[:2] == whole[2:4]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 import reprlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -48,9 +48,10 @@ def prefetch_to_device(
             the default device.
 
     Raises:
-        TypeError, ValueError: At once, for data that is not iterable (or is a str or
-            bytes), a ``size`` that is not an int >= 1, or a ``sharding`` that is not a
-            ``jax.sharding.Sharding``.
+        TypeError, ValueError: At once, for data that is not iterable, is text or bytes
+            (a str, bytes, bytearray or memoryview) or a mapping (whose iteration gives
+            its keys), a ``size`` that is not an int >= 1, or a ``sharding`` that is not
+            a ``jax.sharding.Sharding``.
     """
     if isinstance(data, Iterator):
         return _OneShotDevicePrefetch(data, size=size, sharding=sharding)
@@ -70,10 +71,17 @@ class DevicePrefetch:
     ) -> None:
         if not (hasattr(type(data), "__iter__") or hasattr(type(data), "__getitem__")):
             raise TypeError(f"data must be iterable, got {data!r} (a {type(data).__name__})")
-        if isinstance(data, (str, bytes)):
+        if isinstance(data, (str, bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data must be an iterable of batches (pytrees of host arrays), not a "
                 f"{type(data).__name__}: got {reprlib.repr(data)}"
+            )
+        if isinstance(data, Mapping):
+            raise TypeError(
+                f"data must be an iterable of batches (pytrees of host arrays), not a "
+                f"mapping: iterating a {type(data).__name__} gives its keys, got "
+                f"{reprlib.repr(data)}. For one batch that is a dict, pass [batch]; for "
+                "batches stored as its values, pass list(data.values())"
             )
         self._data = data
         self._size = as_count("size", size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any, TypeVar
 
@@ -13,18 +13,25 @@ T = TypeVar("T")
 
 
 def first_iter(
-    data: Iterable[T], loader: DataLoader[Any], *, draws_base_seed: bool, pull: bool = False
+    data: Iterable[T],
+    loader: DataLoader[Any],
+    *,
+    draws_base_seed: bool,
+    pull: bool = False,
+    opening: Callable[[], Iterator[T]] | None = None,
 ) -> Iterator[T]:
-    """``iter(data)``; with ``pull``, its first batch is drawn now, so that the epoch's
-    first random draws happen now. Without ``draws_base_seed`` (persistent workers that
-    the uninterrupted run would still have), the base seed of new workers comes from a
-    throwaway generator, so that the loader's own generators are not drawn from."""
+    """``iter(data)`` (or ``opening()``: the data's own ``iter_from``); with ``pull``, its
+    first batch is drawn now, so that the epoch's first random draws happen now. Without
+    ``draws_base_seed`` (persistent workers that the uninterrupted run would still have),
+    the base seed of new workers comes from a throwaway generator, so that the loader's
+    own generators are not drawn from."""
+    opened = opening if opening is not None else lambda: iter(data)
     if draws_base_seed:
-        return _started(iter(data)) if pull else iter(data)
+        return _started(opened()) if pull else opened()
     saved = loader.generator
     loader.generator = torch.Generator()
     try:
-        return _started(iter(data))
+        return _started(opened())
     finally:
         loader.generator = saved
 

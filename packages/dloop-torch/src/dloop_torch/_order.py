@@ -11,6 +11,7 @@ then put back as the user had it (restored from their checkpoint).
 from __future__ import annotations
 
 import base64
+import reprlib
 import sys
 import warnings
 import zlib
@@ -32,6 +33,11 @@ from torch.utils.data import (
 from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 from dloop import LoopWarning
+
+_short = reprlib.Repr()
+_short.maxother = 80
+_short.maxstring = 80
+"""Shortens the objects named in warnings (a sampler's repr may list every index)."""
 
 # Samplers whose draws come only from ``.generator`` or, when it is None, torch's global
 # generator: replayed exactly. Recognised by their ``__iter__``, so that a subclass that
@@ -81,18 +87,23 @@ class Sources:
     ``generators`` are the distinct ``torch.Generator`` objects it draws from (the
     loader's own first); ``uses_global`` says whether it also draws from torch's global
     generator; ``unknown`` lists the samplers whose draws dloop cannot tell.
+    ``shuffles`` says whether a random sampler draws the order itself (the other draws
+    are the workers' base seed), and ``shuffles_from_global`` whether one draws it from
+    torch's global generator.
     """
 
     generators: list[torch.Generator]
     uses_global: bool
     unknown: list[object]
+    shuffles: bool = False
+    shuffles_from_global: bool = False
 
 
 def sources_of(loader: DataLoader[Any]) -> Sources:
     """The random sources of ``loader``'s order (and of its workers' base seed)."""
     generators: list[torch.Generator] = []
     unknown: list[object] = []
-    uses_global = False
+    uses_global = shuffles = shuffles_from_global = False
 
     def add(generator: object) -> None:
         if isinstance(generator, torch.Generator) and not any(
@@ -109,13 +120,14 @@ def sources_of(loader: DataLoader[Any]) -> Sources:
     batching_iters += _BATCHING_ITERS
 
     def visit(sampler: object) -> None:
-        nonlocal uses_global
+        nonlocal uses_global, shuffles, shuffles_from_global
         method = getattr(type(sampler), "__iter__", None)
         key = _class_key(sampler)
         if method in random_iters:
+            shuffles = True
             generator = getattr(sampler, "generator", None)
             if generator is None:
-                uses_global = True
+                uses_global = shuffles_from_global = True
             add(generator)
         elif method in batching_iters:
             visit(getattr(sampler, "sampler", None))
@@ -123,11 +135,13 @@ def sources_of(loader: DataLoader[Any]) -> Sources:
             visit(getattr(sampler, _ACCELERATE_SHARDS[key], None))
         elif method in _FIXED_ITERS or key == _ACCELERATE_SEEDABLE:
             pass
+        elif isinstance(sampler, (list, tuple, range)):
+            pass  # indices (or batches of them) given as they are: a fixed order
         else:
             unknown.append(sampler)
 
     visit(loader.batch_sampler if loader.batch_sampler is not None else loader.sampler)
-    return Sources(generators, uses_global, unknown)
+    return Sources(generators, uses_global, unknown, shuffles, shuffles_from_global)
 
 
 @dataclass
@@ -192,7 +206,9 @@ def decode_state(text: str, *, name: str) -> torch.Tensor:
 
 def unknown_warning(samplers: list[object]) -> str:
     """The message for samplers whose order a resume cannot reproduce."""
-    names = ", ".join(f"{type(sampler).__qualname__} ({sampler!r})" for sampler in samplers)
+    names = ", ".join(
+        f"{type(sampler).__qualname__} ({_short.repr(sampler)})" for sampler in samplers
+    )
     return (
         f"dloop_torch cannot reproduce the order of {names} on a resume: it replays the "
         "torch generators of the samplers it knows (RandomSampler, SubsetRandomSampler, "
@@ -207,6 +223,37 @@ def unknown_warning(samplers: list[object]) -> str:
     )
 
 
+def no_record_warning(data: object, epoch: int, start: int, sources: Sources) -> str:
+    """The message for a resume inside an epoch with no record of its order."""
+    source = (
+        "torch's global generator"
+        if sources.shuffles_from_global
+        else "the sampler's torch.Generator as this process seeded it"
+    )
+    return (
+        f"prepare({_short.repr(data)}) resumes epoch {epoch} at batch {start}, but the "
+        "loop's state dict holds no record of that epoch's order (its 'data' entry is "
+        "None: it was saved by a Loop over the DataLoader itself, without prepare()). The "
+        f"epoch's order is drawn again from {source}, not as it was when the epoch began, "
+        "so the resumed epoch sees other batches than the uninterrupted run (some samples "
+        "twice, some not at all). State dicts saved by a Loop over prepare(loader) carry "
+        "the order."
+    )
+
+
+def warn_user(message: str) -> None:
+    """Warn with ``LoopWarning``, attributed to the first caller outside dloop and
+    dloop_torch (the user's ``for`` loop or ``state_dict()`` call)."""
+    level = 2  # for warnings.warn, 1 is this function and 2 the one that called it
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        ("dloop.", "dloop_torch.")
+    ):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, LoopWarning, stacklevel=level)
+
+
 class Order:
     """The order of one DataLoader across epochs: the start of the current epoch, and a
     saved one to replay after ``load_state_dict``."""
@@ -217,6 +264,20 @@ class Order:
         self.sources = sources_of(loader)
         self._current: EpochStart | None = None
         self._loaded: tuple[int, EpochStart | None, list[torch.Tensor]] | None = None
+
+    def replays_unrecorded(self, epoch: int, start: int) -> bool:
+        """Whether opening ``epoch`` at batch ``start`` resumes inside it with no record of
+        its order (nothing loaded) where the order then differs: a random sampler drawing
+        from torch's global generator (the user restored it later than the epoch's
+        draws), or from its own generator in an epoch after the first (this process
+        seeded it as for epoch 0)."""
+        return (
+            start > 0
+            and self._loaded is None
+            and self._current is None
+            and self.sources.shuffles
+            and (epoch > 0 or self.sources.shuffles_from_global)
+        )
 
     def begin(self, epoch: int, start: int, *, draws_base_seed: bool) -> EpochStart | None:
         """Open ``epoch`` at batch ``start``: the epoch start to replay, or None when the

@@ -13,7 +13,7 @@ from dloop import LoopWarning
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
 from dloop_torch._epoch import first_iter, follow_epoch, to_the_end
-from dloop_torch._order import EpochStart, Order, replaying
+from dloop_torch._order import EpochStart, Order, no_record_warning, replaying, warn_user
 from dloop_torch._resume import (
     drop_first,
     inner_loader,
@@ -84,7 +84,7 @@ class PreparedData(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         """One epoch of batches, on ``device`` when one is set."""
-        return self._to_device(self._epoch_batches(0))
+        return self._batches(0)
 
     def __len__(self) -> int:
         """The DataLoader's length: batches per epoch.
@@ -120,9 +120,11 @@ class PreparedData(Generic[T]):
         A DataLoader over a map-style dataset skips the first ``start`` batches of its
         (already ``set_epoch``'d) batch sampler, so the dataset never loads them; its
         other options (workers, collate_fn, pinning, ...) are kept, and the order is the
-        one the epoch had (see ``dloop_state_dict``). Other data (an IterableDataset, a
-        DataLoader subclass, a plain iterable) is read and the first ``start`` batches
-        dropped, before they reach the device.
+        one the epoch had (see ``dloop_state_dict``). Other data (a DataLoader subclass,
+        a wrapper, a plain iterable) resumes through its own ``iter_from(start)`` when it
+        has one (with the order's random state of the epoch's start, for a loader);
+        without, it is read and the first ``start`` batches dropped (an IterableDataset
+        too), before they reach the device.
 
         Raises:
             TypeError, ValueError: ``start`` is not an int >= 0, or is beyond the batches
@@ -137,7 +139,7 @@ class PreparedData(Generic[T]):
                     f"cannot resume at batch {start} of the epoch: the DataLoader has "
                     f"{length} batches per epoch"
                 )
-        return self._to_device(self._epoch_batches(start))
+        return self._batches(start)
 
     def dloop_state_dict(self) -> dict[str, Any] | None:
         """What the current epoch's order and position depend on, for the loop's state dict.
@@ -146,9 +148,12 @@ class PreparedData(Generic[T]):
         draws from (``loader.generator``, the samplers' generators, torch's global
         generator when they draw from it) at the start of the current epoch, and the
         samplers' generators as they are now. For a torchdata ``StatefulDataLoader`` over
-        an IterableDataset (``"stateful"``): its own ``state_dict()`` after each of the
-        last batches it handed out. The data's own ``dloop_state_dict()``, if it has one,
-        goes under ``"data"``. JSON built-in values; None when there is nothing to save.
+        an IterableDataset (``"stateful"``): its own ``state_dict()`` after each batch
+        that the loop may have taken without yielding it yet (those of any device
+        prefetch, and ``LOOK_AHEAD`` = 64 more for the loop's own look-ahead), and after
+        every 64th batch of the 512 before. The data's own ``dloop_state_dict()``, if it
+        has one, goes under ``"data"``. JSON built-in values; None when there is nothing
+        to save.
 
         Warns:
             dloop.LoopWarning: A sampler dloop cannot replay is named, with what to use instead.
@@ -193,6 +198,13 @@ class PreparedData(Generic[T]):
                 )
             load(state["data"])
 
+    def _batches(self, start: int) -> Iterator[T]:
+        """The current epoch's batches from batch ``start`` on, as the loop takes them."""
+        batches = self._to_device(self._epoch_batches(start))
+        if self._stateful is not None:
+            return self._stateful.taken(batches)
+        return batches
+
     def _epoch_batches(self, start: int) -> Iterator[T]:
         """The host batches of the current epoch from batch ``start`` on."""
         data = self.dataloader
@@ -206,6 +218,8 @@ class PreparedData(Generic[T]):
             if callable(own_iter_from):
                 return iter(own_iter_from(start))
             return drop_first(iter(data), start)
+        if order.replays_unrecorded(self._epoch, start):
+            warn_user(no_record_warning(data, self._epoch, start, order.sources))
         draws_base_seed = self._draws_base_seed(loader)
         replay = order.begin(self._epoch, start, draws_base_seed=draws_base_seed)
         if replay is None:
@@ -221,10 +235,20 @@ class PreparedData(Generic[T]):
         self, data: Iterable[T], loader: DataLoader[Any], start: int, replay: EpochStart
     ) -> Iterator[T]:
         """The data's own iteration from batch ``start`` (a DataLoader subclass, a
-        wrapper, an IterableDataset): the first batches are read and dropped with the
-        random sources as they were at the epoch's start."""
+        wrapper, an IterableDataset), with the random sources as they were at the epoch's
+        start: from the data's own ``iter_from(start)`` when it has one (it knows how to
+        skip), else the first batches are read and dropped."""
         assert self._order is not None
+        own_iter_from = getattr(data, "iter_from", None)
         with replaying(self._order.sources, replay):
+            if start and callable(own_iter_from):
+                return first_iter(
+                    data,
+                    loader,
+                    draws_base_seed=replay.draws_base_seed,
+                    pull=True,
+                    opening=lambda: iter(own_iter_from(start)),
+                )
             batches = first_iter(
                 data, loader, draws_base_seed=replay.draws_base_seed, pull=not start
             )
@@ -330,10 +354,11 @@ def prepare(
       samples are never loaded, and the epoch's order is the uninterrupted one, a
       ``shuffle=True`` loader's included (the state dict carries the states of the
       generators it draws from; torch's global generator is left as you restore it). A
-      DataLoader subclass or wrapper keeps its own iteration: it is read and the skipped
-      batches dropped, with the same order. A DataLoader over an IterableDataset is read
-      and the skipped batches dropped; a torchdata ``StatefulDataLoader`` over one resumes
-      from its own state, carried in the state dict;
+      DataLoader subclass or wrapper keeps its own iteration, with the same order: it
+      resumes through its own ``iter_from(start)`` when it has one, else it is read and
+      the skipped batches dropped. A DataLoader over an IterableDataset is read and the
+      skipped batches dropped; a torchdata ``StatefulDataLoader`` over one resumes from
+      its own state, carried in the state dict;
     - over a one-shot iterator, is one-shot itself (the loop's rule for streams holds);
     - with a CUDA ``device``, copies each batch (tensors nested in tuples, lists, dicts,
       namedtuples and dataclasses) ``prefetch`` batches ahead, non-blocking from pinned
@@ -364,7 +389,8 @@ def prepare(
     Warns:
         dloop.LoopWarning: At ``prepare``, when persistent workers must restart every epoch
             (a dataset with ``set_epoch``); at ``state_dict()``, for a sampler whose order
-            a resume cannot reproduce.
+            a resume cannot reproduce; when a resume inside a shuffled epoch starts from a
+            state dict with no record of its order (saved by a Loop without ``prepare``).
     """
     if isinstance(dataloader, Iterator):
         return _OneShotPreparedData(dataloader, device=device, prefetch=prefetch)

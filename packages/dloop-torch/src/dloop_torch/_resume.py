@@ -47,17 +47,37 @@ def skips_by_index(loader: object) -> TypeGuard[DataLoader[Any]]:
     return is_known_loader(loader) and not isinstance(loader.dataset, IterableDataset)
 
 
+_WRAPPED = ("_dataloader", "base_dataloader", "dataloader")
+"""Where loader wrappers keep the DataLoader they wrap: Lightning Fabric's
+``_FabricDataLoader`` in ``_dataloader``, Accelerate's ``DataLoaderShard`` and
+``DataLoaderDispatcher`` in ``base_dataloader``."""
+
+
 def inner_loader(data: object) -> DataLoader[Any] | None:
-    """The DataLoader whose samplers give the order of ``data``: ``data`` itself (a
-    DataLoader or a subclass), or the one a wrapper keeps (Lightning Fabric's
-    ``_dataloader``, a ``dataloader`` or ``base_dataloader`` attribute)."""
-    if isinstance(data, DataLoader):
-        return data
-    for name in ("_dataloader", "base_dataloader", "dataloader"):
-        inner = getattr(data, name, None)
-        if isinstance(inner, DataLoader):
-            return inner
-    return None
+    """The DataLoader whose samplers, generator, workers and iterator make the batches of
+    ``data``: ``data`` itself (a DataLoader or a subclass), or the one a wrapper keeps
+    (in an attribute of ``_WRAPPED``), unwrapped down to a real DataLoader.
+
+    Accelerate's wrappers claim to be DataLoaders (their ``__class__`` is the wrapped
+    loader's, so ``isinstance`` says yes) while the wrapped loader does the work:
+    attributes set on the wrapper (``generator``, ``_iterator``) would never reach it.
+    So a wrapper is recognised by its real type, ``type(data)``.
+    """
+    seen: list[object] = []
+    current = data
+    while not any(current is known for known in seen):
+        if issubclass(type(current), DataLoader):
+            return current  # type: ignore[return-value]  # issubclass does not narrow
+        seen.append(current)
+        for name in _WRAPPED:
+            inner = getattr(current, name, None)
+            if isinstance(inner, DataLoader):
+                current = inner
+                break
+        else:
+            break
+    # Claims to be a DataLoader and keeps none where dloop looks: take it at its word.
+    return data if isinstance(data, DataLoader) else None
 
 
 def loader_from(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import weakref
 from collections import UserDict
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
@@ -59,21 +60,77 @@ def _rebuild_mapping(value: MutableMapping[Any, Any], mapped: dict[Any, Any]) ->
 
     A dict subclass or a ``UserDict`` is copied shallowly (its copy has storage of its
     own, and keeps an OrderedDict's order, a defaultdict's factory, a subclass's
-    attributes). Another mapping may share its storage with a shallow copy, so its
-    container is copied deeply, but not its values, which are replaced at once. When
-    that copy fails, the result is a plain dict.
+    attributes). Another mapping may share its storage with a shallow copy (a mapping
+    over a dict it was given): whether its type does is found once, on a copy of the
+    first batch of that type. A type that does not is copied shallowly too; one that
+    does is copied deeply, but not its values, which are replaced at once.
+
+    Raises:
+        TypeError: The mapping can be neither copied so (``copy`` fails on it) nor made
+            empty (``type(value)()``) and filled: its type is named, never changed.
     """
-    clone: MutableMapping[Any, Any]
-    if isinstance(value, (dict, UserDict)):
-        clone = copy.copy(value)
-    else:
-        memo: dict[int, Any] = {id(item): item for item in value.values()}
+    clone: MutableMapping[Any, Any] | None = None
+    if isinstance(value, (dict, UserDict)) or _shares_storage(value) is False:
+        clone = _copied(value, deep=False)
+    if clone is None:
+        clone = _copied(value, deep=True)
+    if clone is None:
         try:
-            clone = copy.deepcopy(value, memo)
-        except Exception:  # an object copy cannot handle: a plain dict loses nothing
-            return mapped
+            clone = type(value)()
+        except Exception:
+            clone = None
+    if clone is None:
+        kind = type(value)
+        raise TypeError(
+            f"a batch holds a mapping of type {kind.__module__}.{kind.__qualname__} that "
+            "dloop_torch cannot rebuild with its tensors moved: copy.copy and copy.deepcopy "
+            f"fail on it and {kind.__qualname__}() cannot make an empty one. Give it "
+            "__copy__ (a copy with storage of its own), or a constructor that takes no "
+            "arguments, or yield a dict"
+        )
     clone.update(mapped)
     return clone
+
+
+_SHARING: weakref.WeakKeyDictionary[type[Any], bool] = weakref.WeakKeyDictionary()
+"""Per mapping type: whether its shallow copy shares its storage, once known."""
+
+
+def _shares_storage(value: MutableMapping[Any, Any]) -> bool | None:
+    """Whether a shallow copy of a mapping of ``value``'s type writes into the storage
+    of the mapping it was copied from: tried once per type, on a deep copy of ``value``
+    (never on ``value`` itself). None when that cannot be told (an empty mapping, a
+    copy that fails)."""
+    kind = type(value)
+    if kind in _SHARING:
+        return _SHARING[kind]
+    probe = _copied(value, deep=True)
+    shared: bool | None = None
+    if probe is not None and len(probe):
+        copied = _copied(probe, deep=False)
+        if copied is not None:
+            key = next(iter(probe))
+            marker = object()
+            try:
+                copied[key] = marker
+                shared = probe[key] is marker
+            except Exception:
+                shared = None
+    if shared is not None:
+        _SHARING[kind] = shared
+    return shared
+
+
+def _copied(value: MutableMapping[Any, Any], *, deep: bool) -> MutableMapping[Any, Any] | None:
+    """A shallow copy of ``value``, or a deep one that shares its values (only its
+    container is copied); None when ``copy`` fails on it."""
+    try:
+        if not deep:
+            return copy.copy(value)
+        memo: dict[int, Any] = {id(item): item for item in value.values()}
+        return copy.deepcopy(value, memo)
+    except Exception:  # a type copy cannot handle
+        return None
 
 
 def _rebuild(value: Any, items: list[Any], fallback: type[Any]) -> Any:
