@@ -173,6 +173,10 @@ def main() -> None:
         checkpoint_seconds=args.checkpoint_seconds,
         stop_after_steps=args.stop_after_steps,
     )
+    if torch.distributed.is_initialized():
+        # Fabric leaves the process group to the process's exit, where gloo's threads can
+        # abort the interpreter ("terminate called without an active exception").
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from _fabric_runs import AGREEMENT, agreement, train
 from lightning_fabric import Fabric
 
@@ -25,6 +26,14 @@ def main() -> None:
     warnings.simplefilter("error")
     fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp")
     fabric.launch()  # the processes were started outside: this joins the process group
+    try:
+        run(fabric)
+    finally:
+        # Left to the process's exit, gloo's threads can abort the interpreter.
+        torch.distributed.destroy_process_group()
+
+
+def run(fabric: Fabric) -> None:
     if sys.argv[1] == "agreement":
         steps = {kind: agreement(fabric, kind) for kind in AGREEMENT}
         Path(sys.argv[2]).write_text(json.dumps({"rank": fabric.global_rank, **steps}))
