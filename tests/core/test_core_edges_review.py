@@ -382,3 +382,93 @@ def test_a_process_whose_clock_lags_loads_its_own_state_dict_with_a_sync() -> No
     assert resumed[("fired", 0)] == resumed[("fired", 1)]
     saved_at = first[("fired", 0)][0]
     assert resumed[("fired", 0)] == [s for s in first[("fired", 0)] if s > saved_at]
+
+
+# ---------------------------------------------------------------- a review of the above
+
+
+@pytest.mark.parametrize("data", [list(range(5)), iter([])])
+def test_a_loop_that_ended_before_its_first_step_still_has_a_state(data: Any) -> None:
+    """Closed before its first step (a ``with`` block left early), or over an empty
+    stream: the state says so instead of dividing by a total of 0."""
+    loop = Loop(data, max_steps=5)
+    if isinstance(data, list):
+        loop.close()
+    else:
+        with pytest.warns(LoopWarning, match="no batch left"):
+            assert list(loop) == []
+    state = loop.state
+    assert (state.step, state.total_steps, state.progress) == (-1, 0, None)
+    assert len(loop) == 0
+
+
+def test_what_a_sync_reads_of_the_state_while_a_step_is_decided_is_that_step() -> None:
+    """The C accelerator puts the quiet position on the run before a decision, so that
+    code called back from it (a sync's combine here) never sees, nor leaves, an older one."""
+    seen: list[int] = []
+
+    class LoggingSync(ThreadSync):
+        def combine(self, flags: Any) -> Any:
+            seen.append(loop.state.step)
+            return super().combine(flags)
+
+    loop = Loop(list(range(12)), max_steps=12, sync=LoggingSync(1, every_n_steps=4))
+    # Read on agreement steps only: a read on every step would settle every quiet step.
+    in_body = [
+        (batch, loop.state.step, loop.state_dict()["step"]) for batch, _ in loop if batch in (3, 7)
+    ]
+    assert seen == [-1, 3, 7, 11]
+    assert in_body == [(3, 3, 3), (7, 7, 7)]
+
+
+def test_a_stream_cut_into_epochs_that_ends_on_an_epoch_end_resumes_into_nothing() -> None:
+    def make() -> Loop[int]:
+        return Loop(iter(range(6)), epoch_length=3, max_steps=100)
+
+    first = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LoopWarning)
+        states = [json.loads(json.dumps(first.state_dict())) for _ in first]
+        second = make()
+        second.load_state_dict(states[-1])
+        assert list(second) == []
+    third = make()
+    third.load_state_dict(second.state_dict())  # its own state dict loads
+    assert list(third) == []
+
+
+@pytest.mark.parametrize("kind", [Decimal, Fraction])
+def test_readings_of_another_number_type_that_go_back_count_as_no_time(kind: type) -> None:
+    readings = iter(kind(text) for text in ["0", "1", "2", "1.5", "3", "4"])
+    loop = Loop(list(range(6)), max_steps=6, clock=lambda: next(readings))
+    elapsed = []
+    for batch, _ in loop:
+        elapsed.append(loop.state.elapsed)
+        if batch == 1:
+            loop.request_stop()
+    assert elapsed == [1.0, 2.0, 2.0]
+    assert {type(value) for value in elapsed} == {float}
+
+
+class Seconds(float):
+    """A float subclass, as numpy.float64 is."""
+
+
+@pytest.mark.parametrize("kind", [Seconds, int, Fraction])
+def test_max_seconds_ends_a_run_on_the_same_step_whatever_number_type_the_clock_gives(
+    kind: type,
+) -> None:
+    durations = [2, 0, 2, 2, 2, 2, 2, 2]
+
+    def ended(convert: Any) -> list[tuple[int, float]]:
+        times = iter(itertools.accumulate([0, 0, *durations]))
+        loop = Loop(list(range(20)), max_seconds=5, clock=lambda: convert(next(times)))
+        return [(loop.state.step, loop.state.elapsed) for _ in loop]
+
+    assert ended(kind) == ended(float)
+
+
+def test_a_state_dict_with_more_pending_times_than_an_event_can_have_is_refused() -> None:
+    loop, _ = fresh()
+    with pytest.raises(ValueError, match=r"\['at_time_pending'\] must be a list of at most"):
+        loop.load_state_dict(saved(events={"t": {"at_time_pending": [1.0] * (2**20 + 1)}}))

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dloop import Event, Loop, LoopEvents, LoopWarning
-from dloop.testing import ThreadSync
+from dloop.testing import ManualClock, ThreadSync
 
 PADDING = LoopEvents.PADDING
 SYNC_TIMEOUT = 10.0
@@ -83,6 +83,8 @@ class Trace:
     epoch_lengths: list[int | None]
     total_steps: int | None
     loop: Loop[Any]
+    states: dict[int, Any]
+    """With ``keep_states``: the state dict taken in the body of that step (-1: each)."""
 
 
 def run_processes(
@@ -91,6 +93,7 @@ def run_processes(
     *,
     every_n_steps: int,
     until_step: int | None = None,
+    keep_states: int | None = None,
 ) -> list[Trace]:
     """One thread per process, all agreeing through one ThreadSync."""
     sync = ThreadSync(count, every_n_steps=every_n_steps, timeout=SYNC_TIMEOUT)
@@ -100,15 +103,17 @@ def run_processes(
     def work(rank: int) -> None:
         try:
             loop = make_loop(rank, sync)
-            steps, batches, lengths = [], [], []
+            steps, batches, lengths, states = [], [], [], {}
             for batch, events in loop:
                 state = loop.state
                 steps.append((state.step, state.epoch, state.epoch_step, events))
                 batches.append(batch)
                 lengths.append(state.epoch_length)
+                if keep_states in (state.step, -1):  # (-1: every step)
+                    states[state.step] = json.loads(json.dumps(loop.state_dict()))
                 if state.step == until_step:
                     break
-            traces[rank] = Trace(steps, batches, lengths, loop.state.total_steps, loop)
+            traces[rank] = Trace(steps, batches, lengths, loop.state.total_steps, loop, states)
         except BaseException as error:  # handed to the main thread
             errors.append(error)
 
@@ -442,3 +447,84 @@ def test_random_lengths_per_process_give_the_same_steps_and_events_everywhere(
             want += [None] * (length - len(want))
             assert got == want[: len(got)]
             first += length
+
+
+# ---------------------------------------------------------------- resumes, after a review
+
+
+def resumed_from_own_states(
+    make: Callable[[int, ThreadSync], Loop[Any]], count: int, *, every_n_steps: int, at: int
+) -> tuple[list[Trace], list[Trace]]:
+    """The uninterrupted run, and the run resumed with each process's own state dict of
+    step ``at`` (-1: of its last step)."""
+    full, _ = quietly(
+        lambda: run_processes(make, count, every_n_steps=every_n_steps, keep_states=at)
+    )
+    states = [trace.states[max(trace.states) if at == -1 else at] for trace in full]
+
+    def resumed(rank: int, sync: ThreadSync) -> Loop[Any]:
+        loop = make(rank, sync)
+        loop.load_state_dict(states[rank])
+        return loop
+
+    rest, _ = quietly(lambda: run_processes(resumed, count, every_n_steps=every_n_steps))
+    return full, rest
+
+
+def test_an_at_time_that_fired_on_the_agreed_time_does_not_fire_again_on_a_lagging_process() -> (
+    None
+):
+    def make(rank: int, sync: ThreadSync) -> Loop[Any]:
+        clock = ManualClock(tick=(0.25, 1.0)[rank])
+        return Loop(
+            range(6), max_steps=6, sync=sync, clock=clock, events={"at": Event(at_time=1.0)}
+        )
+
+    full, rest = resumed_from_own_states(make, 2, every_n_steps=1, at=1)
+    assert [step for step, *_, events in full[0].steps if "at" in events] == [0]
+    assert rest[0].steps == rest[1].steps == full[0].steps[2:]
+
+
+@pytest.mark.parametrize(("every", "at"), [(1, -1), (8, 4)])
+def test_a_resume_with_max_seconds_ends_every_process_together(every: int, at: int) -> None:
+    """Whether a resumed run has time left is decided on the agreed elapsed time: a
+    process that would judge by its own (shorter) one would wait for the others."""
+
+    def make(rank: int, sync: ThreadSync) -> Loop[Any]:
+        clock = ManualClock(tick=(0.5, 3.0)[rank] if every == 1 else (1.0, 3.0)[rank])
+        return Loop(range(50), max_seconds=12, sync=sync, clock=clock)
+
+    full, rest = resumed_from_own_states(make, 2, every_n_steps=every, at=at)
+    assert full[0].steps == full[1].steps
+    assert rest[0].steps == rest[1].steps  # no hang: both went on, or neither did
+
+
+@pytest.mark.parametrize(("uneven", "every"), [("shortest", 3), ("longest", 1)])
+def test_a_run_whose_one_shot_data_ended_stays_ended_on_every_process(
+    uneven: str, every: int
+) -> None:
+    def make(rank: int, sync: ThreadSync) -> Loop[Any]:
+        return Loop(iter(range((6, 4)[rank])), max_steps=11, sync=sync, uneven=uneven)
+
+    full, rest = resumed_from_own_states(make, 2, every_n_steps=every, at=-1)
+    assert TRAINING_END in full[0].steps[-1][3]
+    assert rest[0].steps == rest[1].steps == []
+
+
+def test_longest_checks_data_against_its_len_as_shortest_does() -> None:
+    class Liar:
+        """Says 3 batches and yields 5."""
+
+        def __len__(self) -> int:
+            return 3
+
+        def __iter__(self) -> Iterator[int]:
+            return iter(range(5))
+
+    for count in (1, 2):
+
+        def make(rank: int, sync: ThreadSync) -> Loop[Any]:
+            return Loop(Liar(), max_epochs=2, sync=sync, uneven="longest")
+
+        with pytest.raises(ValueError, match="more batches in epoch 0 than its len"):
+            run_processes(make, count, every_n_steps=2)

@@ -7,12 +7,24 @@ import reprlib
 from collections import deque
 from collections.abc import Callable
 from statistics import median
+from typing import cast
 
 from dloop._validation import SECONDS_LIMIT
 
 ESTIMATE_WINDOW = 5
 """How many recent measurements the step-time estimate is the median of: one slow step (a
 compilation, a checkpoint) among them does not rule it."""
+
+
+def _as_float(reading: object) -> object:
+    """A clock reading as a float when it is a number (an int too large for a float, text
+    and other objects are left for ``TimeBudget.check`` to refuse by name)."""
+    if type(reading) is float or isinstance(reading, (str, bytes, bytearray)):
+        return reading
+    try:
+        return float(reading)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return reading
 
 
 class TimeBudget:
@@ -58,8 +70,19 @@ class TimeBudget:
             self._samples.append(step_seconds)
 
     def begin(self, after_step: int) -> float:
-        """Read the clock's origin when iteration starts after ``after_step`` steps done."""
-        now = self.check(self.clock(), -math.inf, "when iteration began")
+        """Read the clock's origin when iteration starts after ``after_step`` steps done.
+
+        A clock whose first reading is another number type than float (an int, a
+        Fraction, a Decimal, numpy's float64) is read through a conversion to float from
+        here on, so that every path sees floats (and the C accelerator's quiet steps
+        apply to it).
+        """
+        reading: object = self.clock()
+        if type(reading) is not float:
+            raw = self.clock
+            self.clock = lambda: cast(float, _as_float(raw()))
+            reading = _as_float(reading)
+        now = self.check(reading, -math.inf, "when iteration began")
         self.start = now - self.elapsed_offset
         self.latest = self.start + SECONDS_LIMIT
         self._reference = None
@@ -91,7 +114,7 @@ class TimeBudget:
         if not math.isfinite(now):
             raise ValueError(f"clock returned {shown} {where}, not a finite number of seconds")
         if now < floor:
-            return floor
+            return float(floor)  # (a quiet step of the pure path keeps the raw reading)
         if floor != -math.inf and now - self.start >= SECONDS_LIMIT:
             raise ValueError(
                 f"clock reading {shown} {where} makes the elapsed time "

@@ -224,13 +224,12 @@ class DataCursor(Generic[T]):
         (SPEC rule 25), when its whole epoch was used."""
         iterator = self.iterator
         self.iterator = None
-        if (
-            iterator is None
-            or self.cut is not None
-            or self.length is None
-            or self.longest
-            or self.pass_last != self.local_last
-        ):
+        if iterator is None or self.cut is not None or self.length is None:
+            return
+        if self.longest:
+            next(iterator)  # a padded epoch checks there is no more (raises) or pads
+            return
+        if self.pass_last != self.local_last:
             return
         if next(iterator, END) is not END:
             raise ValueError(

@@ -25,7 +25,7 @@ def total_steps(run: Run[Any]) -> int | None:
         else:
             by_epochs = run.epoch_first_step + (run.max_epochs - run.epoch) * length
         total = by_epochs if total is None else min(total, by_epochs)
-    return total
+    return total if total is None else min(total, NEVER)  # the last step is below 2**62
 
 
 def loop_state(run: Run[Any]) -> LoopState:
@@ -37,7 +37,7 @@ def loop_state(run: Run[Any]) -> LoopState:
     total = total_steps(run)
     max_seconds = run.budget.max_seconds
     fractions = []
-    if total is not None:
+    if total:  # (0 for a run that ended before its first step)
         fractions.append((step + 1) / total)
     if max_seconds is not None:
         fractions.append(elapsed / max_seconds)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dloop._schedule import DEADLINE_RATIO_LIMIT, key_id
-from dloop._validation import COUNT_LIMIT, SECONDS_LIMIT, finite_float
+from dloop._validation import COUNT_LIMIT, MAX_TRIGGER_ITEMS, SECONDS_LIMIT, finite_float
 
 if TYPE_CHECKING:
     from dloop._run import Run
@@ -25,6 +25,7 @@ _FIELDS = (
     "epoch_finished",
     "epoch_length",
     "finished",
+    "data_ended",
     "elapsed",
     "step_seconds",
     "events",
@@ -60,6 +61,7 @@ def state_dict(run: Run[Any]) -> dict[str, Any]:
         "epoch_finished": run.epoch_finished,
         "epoch_length": run.epoch_length(),
         "finished": run.finished_by_limit,
+        "data_ended": run.data_ended,
         "elapsed": elapsed,
         "step_seconds": budget.step_seconds,
         "events": run.schedule.time_state() if run.started else dict(run.saved_events),
@@ -150,6 +152,7 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
     epoch_finished = fields.boolean("epoch_finished")
     saved_length = fields.optional_count("epoch_length", minimum=1)
     finished = fields.boolean("finished")
+    data_ended = fields.boolean("data_ended")
     elapsed = fields.seconds("elapsed")
     step_seconds = fields.optional_seconds("step_seconds")
     if (
@@ -192,6 +195,7 @@ def load_state_dict(run: Run[Any], state: Mapping[str, Any]) -> None:
     run.epoch_finished = epoch_finished
     run.saved_epoch_length = saved_length
     run.finished_by_limit = finished
+    run.data_ended = data_ended
     run.budget.restore(elapsed, step_seconds)
     run.saved_events = events
 
@@ -246,10 +250,15 @@ def _checked_events(run: Run[Any], records: object, elapsed: float) -> dict[str,
             _check_deadline(where, record["every_n_seconds"], elapsed, synced=synced)
         if "at_time_pending" in record:
             pending = record["at_time_pending"]
-            if not isinstance(pending, list) or not all(_is_time(time) for time in pending):
+            if (
+                not isinstance(pending, list)
+                or len(pending) > MAX_TRIGGER_ITEMS
+                or not all(_is_time(time) for time in pending)
+            ):
                 raise ValueError(
-                    f"{where}['at_time_pending'] must be a list of finite times >= 0 and "
-                    f"< 1e12, got {reprlib.repr(pending)}"
+                    f"{where}['at_time_pending'] must be a list of at most "
+                    f"{MAX_TRIGGER_ITEMS:,} finite times >= 0 and < 1e12, got "
+                    f"{reprlib.repr(pending)}"
                 )
         checked[name] = dict(record)
     for name, period in periods.items():

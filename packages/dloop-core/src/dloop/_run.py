@@ -67,6 +67,7 @@ class Run(Generic[T]):
         "agreement",
         "budget",
         "cursor",
+        "data_ended",
         "epoch",
         "epoch_finished",
         "epoch_first_step",
@@ -130,6 +131,9 @@ class Run(Generic[T]):
         # A run that reached a limit (not a stop request) stays over after a resume,
         # unless the limit is raised.
         self.finished_by_limit = False
+        # The run ended with its one-shot data (on every process, with a sync): it stays
+        # over after a resume, whatever the limits.
+        self.data_ended = False
         self.pending_epoch = 0
         self.pending_skip = 0
 
@@ -179,22 +183,29 @@ class Run(Generic[T]):
         if self.stop_requested:  # a request that came while this ran must not be lost
             self.time_cell[0] = -math.inf
 
-    def ends_before_start(self) -> bool:
-        """A restored run that had already reached its limits yields nothing.
+    def ends_before_start(
+        self, elapsed: float | None = None, step_seconds: float | None = None
+    ) -> bool:
+        """A restored run that had already reached its limits, or whose one-shot data
+        ended, yields nothing.
 
         A run that max_seconds ended is judged as it was then: with the expected duration
         of the steps it would have had to wait for; it goes on if max_seconds was raised.
+        ``elapsed`` and ``step_seconds`` are the restored ones unless given (agreed).
         """
         budget = self.budget
+        if elapsed is None:
+            elapsed, step_seconds = budget.elapsed_offset, budget.step_seconds
         margin = 0.0
-        if self.finished_by_limit and budget.step_seconds is not None:
+        if self.finished_by_limit and step_seconds:
             every = 1 if self.agreement is None else self.agreement.every_n_steps
-            margin = budget.step_seconds * every
+            margin = step_seconds * every
         max_seconds = budget.max_seconds
         return (
-            self.step >= self.last_step
+            self.data_ended
+            or self.step >= self.last_step
             or self.epoch + (1 if self.epoch_finished else 0) >= self.max_epochs
-            or (max_seconds is not None and budget.elapsed_offset + margin >= max_seconds)
+            or (max_seconds is not None and elapsed + margin >= max_seconds)
         )
 
     # ------------------------------------------------------------------ the loop
@@ -220,15 +231,26 @@ class Run(Generic[T]):
         self.started = True
         self.signals.install(self.request_stop)
         step = self.step
-        self.now = self.budget.begin(step)
-        if self.ends_before_start():
+        budget = self.budget
+        self.now = budget.begin(step)
+        agreement = self.agreement
+        elapsed = step_seconds = None
+        if agreement is not None:
+            agreement.start(step)
+            if step >= 0 and budget.max_seconds is not None:
+                # Whether max_seconds left anything of a resumed run is decided on the
+                # agreed (largest) elapsed time, as every process must end together.
+                agreed = agreement.combine(
+                    elapsed=budget.elapsed_offset,
+                    step_seconds=budget.step_seconds or 0.0,
+                    count=0,
+                    unknown=False,
+                )
+                elapsed, step_seconds = agreed.elapsed, agreed.step_seconds
+        if self.ends_before_start(elapsed, step_seconds):
             self.finished = True
             return False
-        self.schedule.start(
-            after_step=step, elapsed=self.budget.elapsed_offset, saved=self.saved_events
-        )
-        if self.agreement is not None:
-            self.agreement.start(step)
+        self.schedule.start(after_step=step, elapsed=budget.elapsed_offset, saved=self.saved_events)
         self._set_time_cell()
         self.pending_epoch = self.epoch
         self.pending_skip = 0
@@ -312,6 +334,13 @@ class Run(Generic[T]):
         if not self.cursor.one_shot:
             raise ValueError(f"data yielded no batch in epoch {self.epoch}")
         self.finished = True
+        self.data_ended = True
+        if self.epoch > 0 and self.step < self.epoch_first_step:
+            # The stream ended with the previous (cut) epoch: the position stays at its
+            # end, as the state dict of the last step said.
+            self.epoch -= 1
+            self.epoch_first_step = self.step + 1 - (self.cursor.cut or 1)
+            self.epoch_finished = True
         warn(
             f"the one-shot data had no batch left after step {self.step}: the loop yields "
             f"nothing more ({self._limits()} not reached)"
@@ -448,6 +477,7 @@ class Run(Generic[T]):
         if cursor.synced and ((epoch_end and not cursor.one_shot) or data_end):
             cursor.leave_unused(step, self.epoch)
         if data_end:
+            self.data_ended = True
             if not final:
                 warn(
                     f"the one-shot data ended at step {step}, before {self._limits()}: the "

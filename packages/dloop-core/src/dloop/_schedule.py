@@ -133,14 +133,13 @@ class Schedule:
                     k = next_deadline_index(elapsed, period, key)
                 self.time_heap.append((k * period, self._next_seq(), key, period, k))
             if event.at_time is not None:
-                pending = record.get("at_time_pending")
+                # A saved record says which times have not fired (with a sync they follow
+                # the agreed elapsed time, not this process's); without one, the times
+                # after the elapsed time have not.
+                saved_pending = record.get("at_time_pending")
+                pending = None if saved_pending is None else set(saved_pending)
                 for time in event.at_time:  # type: ignore[union-attr]
-                    # Times up to the saved elapsed are past, unless saved as pending.
-                    if (
-                        time > elapsed
-                        or after_step < 0
-                        or (pending is not None and time in pending)
-                    ):
+                    if after_step < 0 or (time > elapsed if pending is None else time in pending):
                         self.time_heap.append((time, self._next_seq(), key, 0.0, 0))
         heapq.heapify(self.step_heap)
         heapq.heapify(self.time_heap)

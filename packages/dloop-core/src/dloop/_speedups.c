@@ -312,6 +312,13 @@ start(Stepper *self)
     if (error < 0 || read_back_now(self) < 0) {
         return -1;
     }
+    /* Read again: _begin may have put a converting clock in place (a clock that gives
+     * another number type than float). */
+    PyObject *clock = PyObject_GetAttr(self->run, str_clock);
+    if (clock == NULL) {
+        return -1;
+    }
+    Py_XSETREF(self->clock, clock);
     return 1;
 }
 
@@ -347,27 +354,6 @@ open_epoch(Stepper *self)
     return 0;
 }
 
-/* _decide raised: when it had already stored ``step`` on the run, the quiet position kept
- * here is older than the run's and must not be flushed over it. Keeps the error set. */
-static void
-keep_decided_position(Stepper *self, long long step)
-{
-    if (!self->dirty) {
-        return;
-    }
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyObject *current = PyObject_GetAttr(self->run, str_step);
-    long long stored = 0;
-    if (current != NULL && as_step(current, &stored) == 0 && stored == step) {
-        self->step = step;
-        self->dirty = 0;
-    }
-    Py_XDECREF(current);
-    PyErr_Clear();
-    PyErr_Restore(type, value, traceback);
-}
-
 /* Step ``step`` needs a decision: hand it to run._decide, with the previous reading as
  * the floor below which readings do not go. Steals batch and now. */
 static PyObject *
@@ -376,16 +362,16 @@ decided_step(Stepper *self, PyObject *batch, long long step, PyObject *now)
     PyObject *step_obj = NULL, *result = NULL, *checked;
     long long next_step;
     int status;
-    if ((step_obj = PyLong_FromLongLong(step)) == NULL) {
+    /* The run gets the quiet position first: _decide may call back into code that reads
+     * the loop's state (a sync's combine, a warning hook), which must not settle the older
+     * quiet position over the step _decide stores. */
+    if (flush(self) < 0 || (step_obj = PyLong_FromLongLong(step)) == NULL) {
         goto error;
     }
     result = CALL3(self->decide, step_obj, now, self->now);
     Py_CLEAR(step_obj);
     Py_CLEAR(now);
     if (result == NULL) {
-        /* As in Python: the run stays at the last step returned if _decide raised before
-         * it stored this step (a bad clock reading), else at this step. */
-        keep_decided_position(self, step);
         goto error;
     }
     self->step = step;
