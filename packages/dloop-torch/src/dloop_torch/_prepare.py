@@ -126,20 +126,25 @@ class PreparedData(Generic[T]):
         without, it is read and the first ``start`` batches dropped (an IterableDataset
         too), before they reach the device.
 
+        Data of unknown length (``len`` raises TypeError: an IterableDataset without
+        ``__len__``, a stream) may have fewer than ``start`` batches in this epoch, as a
+        process whose epoch ended before the resumed step under ``uneven="longest"``
+        does: the iterator then yields only what is left after ``start``, which may be
+        nothing, and the loop finds the epoch ended there.
+
         Raises:
             TypeError, ValueError: ``start`` is not an int >= 0, or is beyond the batches
-                of the epoch.
+                of the epoch when the data has a length.
         """
         as_count("start", start, minimum=0)
         data = self.dataloader
-        if start and skips_by_index(data):
-            length = _length(data)
-            if length is not None and start > length:
-                raise ValueError(
-                    f"cannot resume at batch {start} of the epoch: the DataLoader has "
-                    f"{length} batches per epoch"
-                )
-        return self._batches(start)
+        length = _length(data) if isinstance(data, Sized) else None
+        if start and length is not None and skips_by_index(data) and start > length:
+            raise ValueError(
+                f"cannot resume at batch {start} of the epoch: the DataLoader has "
+                f"{length} batches per epoch"
+            )
+        return self._batches(start, strict=length is not None)
 
     def dloop_state_dict(self) -> dict[str, Any] | None:
         """What the current epoch's order and position depend on, for the loop's state dict.
@@ -198,18 +203,19 @@ class PreparedData(Generic[T]):
                 )
             load(state["data"])
 
-    def _batches(self, start: int) -> Iterator[T]:
-        """The current epoch's batches from batch ``start`` on, as the loop takes them."""
-        batches = self._to_device(self._epoch_batches(start))
+    def _batches(self, start: int, *, strict: bool = True) -> Iterator[T]:
+        """The current epoch's batches from batch ``start`` on, as the loop takes them;
+        without ``strict`` (data of unknown length), none when the epoch has fewer."""
+        batches = self._to_device(self._epoch_batches(start, strict=strict))
         if self._stateful is not None:
             return self._stateful.taken(batches)
         return batches
 
-    def _epoch_batches(self, start: int) -> Iterator[T]:
+    def _epoch_batches(self, start: int, *, strict: bool) -> Iterator[T]:
         """The host batches of the current epoch from batch ``start`` on."""
         data = self.dataloader
         if self._stateful is not None:
-            return self._stateful.iterate(self._epoch, start)
+            return self._stateful.iterate(self._epoch, start, strict=strict)
         loader, order = self._loader, self._order
         if loader is None or order is None:  # an iterable that is not a DataLoader
             if start == 0:
@@ -217,7 +223,7 @@ class PreparedData(Generic[T]):
             own_iter_from = getattr(data, "iter_from", None)
             if callable(own_iter_from):
                 return iter(own_iter_from(start))
-            return drop_first(iter(data), start)
+            return drop_first(iter(data), start, strict=strict)
         if order.replays_unrecorded(self._epoch, start):
             warn_user(no_record_warning(data, self._epoch, start, order.sources))
         draws_base_seed = self._draws_base_seed(loader)
@@ -225,14 +231,22 @@ class PreparedData(Generic[T]):
         if replay is None:
             batches = first_iter(data, loader, draws_base_seed=draws_base_seed)
         elif skips_by_index(data):
-            batches = iter(loader_from(data, start, sources=order.sources, epoch_start=replay))
+            batches = iter(
+                loader_from(data, start, sources=order.sources, epoch_start=replay, strict=strict)
+            )
         else:
-            batches = self._replayed(data, loader, start, replay)
+            batches = self._replayed(data, loader, start, replay, strict=strict)
         length = _length(data) if isinstance(data, Sized) else None
         return batches if length is None else to_the_end(batches, length - start)
 
     def _replayed(
-        self, data: Iterable[T], loader: DataLoader[Any], start: int, replay: EpochStart
+        self,
+        data: Iterable[T],
+        loader: DataLoader[Any],
+        start: int,
+        replay: EpochStart,
+        *,
+        strict: bool,
     ) -> Iterator[T]:
         """The data's own iteration from batch ``start`` (a DataLoader subclass, a
         wrapper, an IterableDataset), with the random sources as they were at the epoch's
@@ -253,7 +267,7 @@ class PreparedData(Generic[T]):
                 data, loader, draws_base_seed=replay.draws_base_seed, pull=not start
             )
             if start:
-                return drop_first(batches, start)
+                return drop_first(batches, start, strict=strict)
             return batches
 
     def _draws_base_seed(self, loader: DataLoader[Any]) -> bool:
@@ -305,7 +319,8 @@ class _OneShotPreparedData(PreparedData[T], Iterator[T]):
         return next(self._pass)
 
     def iter_from(self, start: int) -> Iterator[T]:
-        """The stream after its next ``start`` batches, which are read and dropped."""
+        """The stream after its next ``start`` batches, which are read and dropped; it
+        yields nothing more when the stream has no more than ``start`` batches left."""
         self._pass = super().iter_from(start)
         return self
 
