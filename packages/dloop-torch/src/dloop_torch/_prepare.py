@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sized
 from typing import Any, Generic, TypeVar
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
 from dloop import LoopWarning
@@ -157,8 +158,11 @@ class PreparedData(Generic[T]):
         that the loop may have taken without yielding it yet (those of any device
         prefetch, and ``LOOK_AHEAD`` = 64 more for the loop's own look-ahead), and after
         every 64th batch of the 512 before. The data's own ``dloop_state_dict()``, if it
-        has one, goes under ``"data"``. JSON built-in values; None when there is nothing
-        to save.
+        has one, goes under ``"data"``. These are this process's own (unlike the loop's
+        position, which is the same on every process): when torch.distributed is
+        initialized, the process's rank and the world size go under ``"process"``, so
+        that loading it on another process warns. JSON built-in values; None when there
+        is nothing to save.
 
         Warns:
             dloop.LoopWarning: A sampler dloop cannot replay is named, with what to use instead.
@@ -171,6 +175,9 @@ class PreparedData(Generic[T]):
         own = getattr(self.dataloader, "dloop_state_dict", None)
         if callable(own):
             state["data"] = own()
+        process = _this_process()
+        if state and process is not None:
+            state["process"] = process
         return state or None
 
     def dloop_load_state_dict(self, state: object) -> None:
@@ -178,6 +185,12 @@ class PreparedData(Generic[T]):
 
         Raises:
             ValueError: ``state`` was not saved from data of this kind.
+
+        Warns:
+            dloop.LoopWarning: ``state`` was saved by another process (another rank, or
+                another world size) than this one, as torch.distributed says: this
+                process takes that process's order and position in its data. Not an
+                error, since a resume may re-shard on purpose.
         """
         expected = {
             "order": self._order is not None,
@@ -190,6 +203,8 @@ class PreparedData(Generic[T]):
                 f"state dict data {state!r} was not saved by prepare() over data like "
                 f"{self.dataloader!r}: resume over the same kind of DataLoader"
             )
+        if "process" in state:
+            _check_process(state["process"])
         if self._order is not None:
             self._order.load_state_dict(state["order"])
         if self._stateful is not None:
@@ -325,6 +340,44 @@ class _OneShotPreparedData(PreparedData[T], Iterator[T]):
         return self
 
 
+def _this_process() -> dict[str, int] | None:
+    """This process's rank and the world size, when torch.distributed is initialized."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return {"rank": dist.get_rank(), "world_size": dist.get_world_size()}
+
+
+def _check_process(saved: object) -> None:
+    """Warn when a state dict's data part saved by process ``saved`` (its rank and world
+    size) is loaded on another one.
+
+    Raises:
+        ValueError: ``saved`` is not ``{"rank": int, "world_size": int}``.
+    """
+    if not (
+        isinstance(saved, dict)
+        and set(saved) == {"rank", "world_size"}
+        and all(type(value) is int for value in saved.values())
+    ):
+        raise ValueError(
+            "state dict data['process'] must be {'rank': int, 'world_size': int} as "
+            f"dloop_torch saves it, got {saved!r}"
+        )
+    here = _this_process()
+    if here is None or here == saved:
+        return
+    warn_user(
+        f"this process (rank {here['rank']} of {here['world_size']}) loads a state dict "
+        f"saved by rank {saved['rank']} of {saved['world_size']}: its data part (the "
+        "shuffle order's generator states, a StatefulDataLoader's position) is that "
+        "process's own, so this process now follows that process's order. Save a state "
+        "dict on every process and load each process's own (a file per rank, such as "
+        "f'checkpoint-rank{rank}.json'); if you re-shard on purpose, silence this with "
+        "warnings.filterwarnings('ignore', message='this process .* loads a state dict "
+        "saved by rank')."
+    )
+
+
 def _length(data: Sized) -> int | None:
     """``len(data)``, or None when it raises TypeError (a batch sampler without len)."""
     try:
@@ -405,7 +458,10 @@ def prepare(
         dloop.LoopWarning: At ``prepare``, when persistent workers must restart every epoch
             (a dataset with ``set_epoch``); at ``state_dict()``, for a sampler whose order
             a resume cannot reproduce; when a resume inside a shuffled epoch starts from a
-            state dict with no record of its order (saved by a Loop without ``prepare``).
+            state dict with no record of its order (saved by a Loop without ``prepare``);
+            at ``load_state_dict``, for a state dict saved by another process (rank or
+            world size) under torch.distributed: the data's part of a state dict is
+            each process's own, so save one per process and load each its own.
     """
     if isinstance(dataloader, Iterator):
         return _OneShotPreparedData(dataloader, device=device, prefetch=prefetch)
