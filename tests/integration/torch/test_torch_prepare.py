@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import pytest
@@ -204,6 +205,44 @@ def test_bad_arguments_are_rejected_at_construction(
 def test_data_that_is_not_iterable_is_rejected() -> None:
     with pytest.raises(TypeError, match="dataloader must be a torch DataLoader"):
         prepare(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["abc", b"abc", bytearray(b"abc"), memoryview(b"abc")],
+    ids=["str", "bytes", "bytearray", "memoryview"],
+)
+def test_text_or_bytes_are_refused_as_data(data: Any) -> None:
+    """Iterating them gives characters or ints, never batches (as prefetch_to_device)."""
+    kind = type(data).__name__
+    with pytest.raises(
+        TypeError, match=rf"dataloader must be a torch DataLoader .*, not a {kind}: got "
+    ):
+        prepare(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"x": torch.ones(2)}, MappingProxyType({"x": torch.ones(2)}), OrderedDict(x=torch.ones(2))],
+    ids=["dict", "mappingproxy", "ordereddict"],
+)
+def test_a_mapping_is_refused_as_data_since_iterating_it_gives_keys(data: Any) -> None:
+    with pytest.raises(TypeError) as raised:
+        prepare(data)
+
+    message = str(raised.value)
+    assert message.startswith("dataloader must be a torch DataLoader")
+    assert f"not a mapping: iterating a {type(data).__name__} gives its keys" in message
+    assert "pass [batch]" in message
+
+
+def test_a_list_of_dict_batches_is_still_taken() -> None:
+    batches = [{"x": torch.ones(2)}, {"x": torch.zeros(2)}]
+
+    assert [batch["x"].tolist() for batch, _ in Loop(prepare(batches), max_epochs=1)] == [
+        [1.0, 1.0],
+        [0.0, 0.0],
+    ]
 
 
 def test_a_cuda_device_without_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import reprlib
 import warnings
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -52,14 +53,7 @@ class PreparedData(Generic[T]):
     )
 
     def __init__(self, dataloader: Iterable[T], *, device: object, prefetch: int) -> None:
-        kind = type(dataloader)
-        if isinstance(dataloader, (str, bytes)) or not (
-            hasattr(kind, "__iter__") or hasattr(kind, "__getitem__")
-        ):
-            raise TypeError(
-                "dataloader must be a torch DataLoader or another re-iterable of batches, "
-                f"got {dataloader!r} (a {type(dataloader).__name__})"
-            )
+        _check_dataloader(dataloader)
         as_count("prefetch", prefetch)
         parsed = as_device(device)
         self.dataloader: Iterable[T] = dataloader
@@ -340,6 +334,33 @@ class _OneShotPreparedData(PreparedData[T], Iterator[T]):
         return self
 
 
+def _check_dataloader(dataloader: object) -> None:
+    """Refuse what is not a re-iterable of batches: a non-iterable, text or bytes (whose
+    iteration gives characters or ints), a mapping (whose iteration gives its keys).
+
+    Raises:
+        TypeError: Naming ``dataloader`` and the type given.
+    """
+    kind = type(dataloader)
+    if not (hasattr(kind, "__iter__") or hasattr(kind, "__getitem__")):
+        raise TypeError(
+            "dataloader must be a torch DataLoader or another re-iterable of batches, "
+            f"got {reprlib.repr(dataloader)} (a {kind.__name__})"
+        )
+    if isinstance(dataloader, (str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            "dataloader must be a torch DataLoader or another re-iterable of batches, not "
+            f"a {kind.__name__}: got {reprlib.repr(dataloader)}"
+        )
+    if isinstance(dataloader, Mapping):
+        raise TypeError(
+            "dataloader must be a torch DataLoader or another re-iterable of batches, not "
+            f"a mapping: iterating a {kind.__name__} gives its keys, got "
+            f"{reprlib.repr(dataloader)}. For one batch that is a dict, pass [batch]; for "
+            "batches stored as its values, pass list(dataloader.values())"
+        )
+
+
 def _this_process() -> dict[str, int] | None:
     """This process's rank and the world size, when torch.distributed is initialized."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -450,9 +471,11 @@ def prepare(
             each costs the device memory of one batch.
 
     Raises:
-        TypeError, ValueError: For a ``dataloader`` that is not iterable, a ``prefetch``
-            that is not an int >= 1, or a ``device`` torch cannot parse or this machine
-            does not have (such as ``"cuda"`` without CUDA, or ``"mps"``).
+        TypeError, ValueError: For a ``dataloader`` that is not iterable, is text or
+            bytes (a str, bytes, bytearray or memoryview) or a mapping (whose iteration
+            gives its keys), a ``prefetch`` that is not an int >= 1, or a ``device``
+            torch cannot parse or this machine does not have (such as ``"cuda"`` without
+            CUDA, or ``"mps"``).
 
     Warns:
         dloop.LoopWarning: At ``prepare``, when persistent workers must restart every epoch
