@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import reprlib
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any, Generic, TypeVar
 
@@ -11,7 +10,6 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
-from dloop import LoopWarning
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
 from dloop_torch._epoch import first_iter, follow_epoch, to_the_end
@@ -75,7 +73,7 @@ class PreparedData(Generic[T]):
             self._order = Order(self._loader)
         self._restarts_workers = self._loader is not None and restarts_workers(self._loader)
         if self._restarts_workers:
-            warnings.warn(workers_warning(self._loader), LoopWarning, stacklevel=3)
+            warn_user(workers_warning(self._loader))
 
     def __iter__(self) -> Iterator[T]:
         """One epoch of batches, on ``device`` when one is set."""
