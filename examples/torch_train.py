@@ -8,12 +8,15 @@ Run from a checkout, with dloop-core and dloop-torch installed:
     torchrun --nproc-per-node 2 examples/torch_train.py --device cuda   # nccl, a GPU each
     python examples/torch_train.py --checkpoint run.pt     # saves at the end; run it again
                                                            # with more --epochs to continue
+    torchrun --nproc-per-node 2 examples/torch_train.py --checkpoint run.pt   # the same
 
 The loop is the README's: gradients accumulated over 2 batches (and averaged over the
 processes at each update), a learning-rate decay at step 96, a log line every 64 steps
 and every second of training time, a validation pass at the end of every epoch and a
-checkpoint (the loop's state dict next to the model's) at ``TRAINING_END``, also when
-SIGTERM ends the run early. ``dloop_torch.prepare`` calls the
+checkpoint at ``TRAINING_END``, also when SIGTERM ends the run early: every process
+saves its own loop state dict (``run-rank0.json``, ``run-rank1.json``, ...), since the
+data's part of it is each process's own, and rank 0 the weights and the optimizer, the
+same everywhere (``run.pt``). ``dloop_torch.prepare`` calls the
 ``DistributedSampler``'s ``set_epoch`` every epoch, copies batches to the GPU ahead of use
 and resumes mid-epoch without loading the skipped samples; ``DistributedSync`` makes every
 process log and stop on the same steps.
@@ -22,10 +25,12 @@ process log and stop on the same steps.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -66,6 +71,22 @@ def validation_mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         dist.all_reduce(error)
         error /= dist.get_world_size()
     return float(error.item())
+
+
+def loop_state_path(checkpoint_path: Path, rank: int) -> Path:
+    """Where process ``rank`` keeps its loop state dict: run.pt -> run-rank1.json."""
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}-rank{rank}.json")
+
+
+def save_atomically(path: Path, content: Any) -> None:
+    """Write ``content`` (JSON for a .json path, else torch.save) to a temporary file,
+    then move it over ``path``: a run killed while saving leaves the previous file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".json":
+        temporary.write_text(json.dumps(content))
+    else:
+        torch.save(content, temporary)
+    os.replace(temporary, path)
 
 
 def main() -> None:
@@ -137,8 +158,15 @@ def train(
         saved = torch.load(checkpoint_path, map_location=device)
         network.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        loop.load_state_dict(saved["loop"])
-        log(f"resumed from {checkpoint_path} after step {saved['loop']['step']}")
+        # This process's own state dict: another process's would replay its data order.
+        loop_state = json.loads(loop_state_path(checkpoint_path, rank).read_text())
+        if loop_state["step"] != saved["step"]:
+            raise SystemExit(
+                f"{checkpoint_path} was saved after step {saved['step']}, but this "
+                f"process's loop state after step {loop_state['step']}"
+            )
+        loop.load_state_dict(loop_state)
+        log(f"resumed from {checkpoint_path} after step {saved['step']}")
     backend = f" ({dist.get_backend()})" if distributed else ""
     log(
         f"training on {device.type}, {world_size} process(es){backend}: {len(loop)} steps "
@@ -169,13 +197,19 @@ def train(
         if LoopEvents.TRAINING_END in events:
             if LoopEvents.INTERRUPTED in events:
                 log(f"stopped by a signal after step {state.step}")
-            if checkpoint_path is not None and rank == 0:
-                checkpoint = {
-                    "loop": loop.state_dict(),
-                    "model": network.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                }
-                torch.save(checkpoint, checkpoint_path)
+            if checkpoint_path is not None:
+                # Every process saves its own loop state; then rank 0 the weights, which
+                # are the same everywhere: run.pt exists only once every state does.
+                save_atomically(loop_state_path(checkpoint_path, rank), loop.state_dict())
+                if distributed:
+                    dist.barrier()
+                if rank == 0:
+                    checkpoint = {
+                        "step": state.step,
+                        "model": network.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                    }
+                    save_atomically(checkpoint_path, checkpoint)
                 log(f"checkpoint saved to {checkpoint_path} after step {state.step}")
 
     after = validation_mse(network, x_validation, y_validation)

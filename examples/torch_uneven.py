@@ -4,6 +4,8 @@ Run from a checkout, with dloop-core and dloop-torch installed:
 
     python examples/torch_uneven.py                        # starts two processes itself
     torchrun --nproc-per-node 2 examples/torch_uneven.py   # or let torchrun start them
+    python examples/torch_uneven.py --checkpoint run.pt    # saves at the end; run it again
+                                                           # with more --epochs to continue
 
 Each process trains on its own shard, and the shards differ in size (rank 0 has 30% more
 samples than rank 1), as they do when data is split per file or per stream. DDP all-reduces
@@ -17,14 +19,22 @@ the gradients in every backward pass, so every process must run the same number 
   with ``LoopEvents.PADDING`` until the longest shard is done, takes part in every
   collective with zeros, and every validation sample is counted exactly once: the metric
   is exact, where a padding sampler would count some samples twice.
+
+With ``--checkpoint``, every process saves its own loop state dict (``run-rank0.json``,
+``run-rank1.json``): the position in it is the same on every process, but the data's
+part (here, the state of the shuffle's generator, seeded differently on each rank) is
+each process's own. Rank 0 saves the weights, the same everywhere (``run.pt``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -69,9 +79,36 @@ def validate(model: nn.Module, rank: int) -> tuple[float, int]:
     return float(totals[0] / totals[1]), int(totals[1])
 
 
+def loop_state_path(checkpoint_path: Path, rank: int) -> Path:
+    """Where process ``rank`` keeps its loop state dict: run.pt -> run-rank1.json."""
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}-rank{rank}.json")
+
+
+def save_atomically(path: Path, content: Any) -> None:
+    """Write ``content`` (JSON for a .json path, else torch.save) to a temporary file,
+    then move it over ``path``: a run killed while saving leaves the previous file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".json":
+        temporary.write_text(json.dumps(content))
+    else:
+        torch.save(content, temporary)
+    os.replace(temporary, path)
+
+
 def train(
-    network: nn.Module, optimizer: torch.optim.Optimizer, rank: int, world_size: int, epochs: int
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rank: int,
+    world_size: int,
+    epochs: int,
+    checkpoint_path: Path | None,
 ) -> None:
+    resume = checkpoint_path is not None and checkpoint_path.exists()
+    if resume:
+        assert checkpoint_path is not None
+        saved = torch.load(checkpoint_path)
+        network.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
     model = DistributedDataParallel(network)  # the same parameters the optimizer holds
     loader = DataLoader(
         make_data(TRAIN_SHARDS[rank], seed=rank),
@@ -85,6 +122,13 @@ def train(
         sync=DistributedSync(every_n_steps=8),
         events={"Log": Event(every_n_steps=20)},
     )
+    if resume:
+        assert checkpoint_path is not None
+        # This process's own state dict: rank 0's would replay rank 0's shuffle here.
+        loop_state = json.loads(loop_state_path(checkpoint_path, rank).read_text())
+        loop.load_state_dict(loop_state)
+        if rank == 0:
+            print(f"resumed from {checkpoint_path} after step {loop_state['step']}")
     before, samples = validate(model, rank)
     after = before
     for (x, y), events in loop:
@@ -101,11 +145,19 @@ def train(
                     f"epoch {loop.state.epoch}: {loop.state.epoch_length} steps on every "
                     f"rank, validation mse {after:.4f} over {samples} samples"
                 )
+        if LoopEvents.TRAINING_END in events and checkpoint_path is not None:
+            # Every process saves its own loop state; then rank 0 the weights.
+            save_atomically(loop_state_path(checkpoint_path, rank), loop.state_dict())
+            dist.barrier()
+            if rank == 0:
+                weights = {"model": network.state_dict(), "optimizer": optimizer.state_dict()}
+                save_atomically(checkpoint_path, weights)
+                print(f"checkpoint saved to {checkpoint_path} after step {loop.state.step}")
     if rank == 0:
         print(f"{world_size} processes, validation mse {before:.4f} -> {after:.4f}")
 
 
-def run(rank: int, world_size: int, port: int, epochs: int) -> None:
+def run(rank: int, world_size: int, port: int, epochs: int, checkpoint: Path | None) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)  # the same weights on every process
     network = nn.Linear(4, 1)
@@ -122,7 +174,7 @@ def run(rank: int, world_size: int, port: int, epochs: int) -> None:
         timeout=timedelta(seconds=60),
     )
     try:
-        train(network, optimizer, rank, world_size, epochs)
+        train(network, optimizer, rank, world_size, epochs, checkpoint)
     finally:
         dist.destroy_process_group()
 
@@ -137,11 +189,14 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--checkpoint", type=Path, help="resume from it if it exists; save to it")
     args = parser.parse_args()
     if "RANK" in os.environ:  # started by torchrun
-        run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), 0, args.epochs)
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        run(rank, world_size, 0, args.epochs, args.checkpoint)
     else:
-        spawn(run, args=(2, free_port(), args.epochs), nprocs=2)  # type: ignore[no-untyped-call]
+        arguments = (2, free_port(), args.epochs, args.checkpoint)
+        spawn(run, args=arguments, nprocs=2)  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":

@@ -187,6 +187,23 @@ def test_iter_from_past_the_end_of_the_data_is_an_error() -> None:
         next(prefetch_to_device(host_batches(3)).iter_from(5))
 
 
+@pytest.mark.parametrize(
+    ("kind", "start", "left"),
+    [("unsized", 3, []), ("unsized", 5, []), ("unsized", 2, [2]), ("one-shot", 5, [])],
+)
+def test_iter_from_past_the_end_of_data_without_a_length_yields_what_is_left(
+    kind: str, start: int, left: list[int]
+) -> None:
+    """A process whose epoch ended before the resumed step (in the padding of
+    ``uneven="longest"``) gets an empty pass, not an error: the loop then pads."""
+    batches = host_batches(3)
+    data: Any = Unsized(batches) if kind == "unsized" else iter(batches)
+
+    rest = list(prefetch_to_device(data).iter_from(start))
+
+    assert [int(batch["pair"][0][0]) for batch in rest] == left
+
+
 def test_a_resumed_loop_yields_the_batches_of_an_uninterrupted_run() -> None:
     data = Epochs(host_batches(5))
     events = {"Every3": Event(every_n_steps=3)}

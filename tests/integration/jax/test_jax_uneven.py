@@ -98,3 +98,59 @@ def test_prefetch_over_uneven_streams_resumes_without_losing_or_repeating_a_batc
         rest = run([first[0][1]], None)
         for rank in (0, 1):
             assert first[rank][0] + rest[rank][0] == full[rank][0], (cut, rank)
+
+
+def test_each_process_resumed_inside_the_padding_finishes_as_the_uninterrupted_run() -> None:
+    """``uneven="longest"`` over unsized data per process (10 and 7 batches), resumed at
+    every step from each process's own state dict, padding steps included: the process
+    whose data ended before the resumed step gets an empty pass and pads (threads as
+    processes)."""
+    lengths = (10, 7)
+
+    class Unsized:  # re-iterable, no len
+        def __init__(self, rank: int) -> None:
+            self.rank = rank
+
+        def __iter__(self) -> Any:
+            first = 100 * self.rank
+            return (np.full(2, first + i, np.float32) for i in range(lengths[self.rank]))
+
+    def run(states: list[Any] | None, until: int | None) -> list[Any]:
+        sync = ThreadSync(2, every_n_steps=4, timeout=20)
+        out: list[Any] = [None, None]
+
+        def work(rank: int) -> None:
+            loop = Loop(
+                prefetch_to_device(Unsized(rank)), max_epochs=1, sync=sync, uneven="longest"
+            )
+            if states is not None:
+                loop.load_state_dict(states[rank])  # this process's own
+            seen = []
+            for batch, events in loop:
+                value = None if batch is None else float(np.asarray(batch)[0])
+                seen.append((loop.state.step, sorted(str(e) for e in events), value))
+                if loop.state.step == until:
+                    break
+            out[rank] = (seen, json.loads(json.dumps(loop.state_dict())))
+
+        threads = [threading.Thread(target=work, args=(rank,)) for rank in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert all(item is not None for item in out), "a process hung or failed"
+        return out
+
+    full = run(None, None)
+    assert [
+        (step, value) for step, events, value in full[1][0] if "LoopEvents.PADDING" in events
+    ] == [
+        (7, None),
+        (8, None),
+        (9, None),
+    ]
+    for cut in range(9):
+        first = run(None, cut)
+        rest = run([first[0][1], first[1][1]], None)
+        for rank in (0, 1):
+            assert first[rank][0] + rest[rank][0] == full[rank][0], (cut, rank)

@@ -3,11 +3,12 @@
     python _torch_uneven_worker.py SCENARIO RANK WORLD_SIZE PORT OUTPUT_JSON
 
 Rank 0 has 10 batches per epoch, rank 1 has 7, through ``dloop_torch.prepare``: a
-DataLoader over a map-style dataset (SCENARIO "map", "map-longest", "map-resume") or over
-an IterableDataset split per rank ("iterable"). Every step makes a real ``all_reduce``, as
-DDP's gradient all-reduce would: it hangs (until the 30 s gloo timeout) unless both ranks
-run the same steps. "map-resume" stops after step 8, saves rank 0's state dict, and both
-ranks resume from it in new loops. The JSON written holds each step's (step, epoch,
+DataLoader over a map-style dataset (SCENARIO "map", "map-longest", "map-resume",
+"map-resume-own") or over an IterableDataset split per rank ("iterable"). Every step makes
+a real ``all_reduce``, as DDP's gradient all-reduce would: it hangs (until the 30 s gloo
+timeout) unless both ranks run the same steps. "map-resume" stops after step 8, saves rank
+0's state dict, and both ranks resume from it in new loops ("map-resume-own": each rank
+from its own). The JSON written holds each step's (step, epoch,
 events), the batches and what the all-reduces summed.
 """
 
@@ -105,10 +106,11 @@ def main() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LoopWarning)
         try:
-            if scenario == "map-resume":
+            if scenario in ("map-resume", "map-resume-own"):
                 first = run(make_loop("map", rank), until_step=8)
-                saved: list[Any] = [first["state"] if rank == 0 else None]
-                dist.broadcast_object_list(saved, src=0)  # rank 0's state, to every rank
+                saved: list[Any] = [first["state"]]
+                if scenario == "map-resume":
+                    dist.broadcast_object_list(saved, src=0)  # rank 0's state, to every rank
                 resumed = make_loop("map", rank)
                 resumed.load_state_dict(saved[0])
                 report = {"first": first, "rest": run(resumed), "full": run(make_loop("map", rank))}

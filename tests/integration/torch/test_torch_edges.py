@@ -15,8 +15,8 @@ import torch
 from _torch_data import RecordingDataset, SeedableRandomSampler
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from dloop import Loop, LoopEvents
-from dloop_torch import prepare
+from dloop import Loop, LoopEvents, LoopWarning
+from dloop_torch import PreparedData, prepare
 
 EPOCHS = 3
 
@@ -210,6 +210,14 @@ class EpochTaggedDataset(Dataset[torch.Tensor]):
 
 def persistent_loader() -> DataLoader[Any]:
     return DataLoader(EpochTaggedDataset(4), batch_size=2, num_workers=2, persistent_workers=True)
+
+
+@pytest.mark.parametrize("make", [prepare, PreparedData], ids=["prepare", "PreparedData"])
+def test_the_workers_warning_points_at_the_user_s_line(make: Any) -> None:
+    with pytest.warns(LoopWarning, match="restarts the workers at every epoch") as caught:
+        make(persistent_loader(), device=None, prefetch=2)
+
+    assert caught[0].filename == __file__
 
 
 @pytest.mark.slow

@@ -6,8 +6,10 @@ go through the same nested-structure mapping as the CUDA copies.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import pytest
@@ -124,6 +126,81 @@ def test_moved_mappings_and_sequences_keep_their_own_types() -> None:
     assert got[1][1] == 5
 
 
+class Span(tuple):  # type: ignore[type-arg]
+    """A tuple subclass whose constructor takes its two items one by one."""
+
+    def __new__(cls, start: Any, end: Any) -> Span:
+        return super().__new__(cls, (start, end))
+
+
+class Tagged(list):  # type: ignore[type-arg]
+    """A list subclass whose constructor needs more than its items."""
+
+    def __init__(self, items: Any, tag: str) -> None:
+        super().__init__(items)
+        self.tag = tag
+
+
+class Scored(Pair):
+    """A namedtuple subclass whose constructor needs more than its fields."""
+
+    def __new__(cls, inputs: Any, targets: Any, score: float) -> Scored:
+        instance = super().__new__(cls, inputs, targets)
+        instance.__dict__["score"] = score
+        return instance
+
+
+class Locked(list):  # type: ignore[type-arg]
+    """A list subclass that can be neither made from its items nor copied."""
+
+    def __init__(self, items: Any, key: str) -> None:
+        super().__init__(items)
+
+    def __copy__(self) -> Locked:
+        raise TypeError("Locked cannot be copied")
+
+
+def test_sequences_whose_constructor_takes_other_arguments_keep_their_type() -> None:
+    """Rebuilt as copies with their items replaced (attributes kept), never turned into
+    a plain tuple or list."""
+    span = Span(torch.ones(1), 7)
+    span.note = "kept"  # type: ignore[attr-defined]
+    tagged = Tagged([torch.ones(2), "x"], tag="train")
+    scored = Scored(torch.ones(3), torch.zeros(3), score=0.5)
+    batch: list[Any] = [span, tagged, scored]
+
+    got: list[Any] = next(iter(prepare([batch], device="meta")))
+
+    assert [type(item) for item in got] == [Span, Tagged, Scored]
+    assert got[0][0].device.type == "meta"
+    assert (got[0][1], got[0].note) == (7, "kept")
+    assert got[1][0].device.type == "meta"
+    assert (got[1][1], got[1].tag) == ("x", "train")
+    assert got[2].inputs.device.type == got[2].targets.device.type == "meta"
+    assert got[2].__dict__ == {"score": 0.5}
+    # The user's batch is left as it was.
+    assert span[0].device.type == tagged[0].device.type == scored.inputs.device.type == "cpu"
+
+
+def test_a_tuple_of_a_type_that_cannot_be_made_is_kept_when_nothing_in_it_moves() -> None:
+    version = sys.version_info  # its type cannot be instantiated
+    (got,) = prepare([(torch.ones(1), version)], device="meta")
+
+    assert got[1] is version
+
+
+def test_a_sequence_that_can_be_neither_made_nor_copied_is_a_type_error_naming_it() -> None:
+    prepared = prepare([[Locked([torch.ones(1)], key="k")]], device="meta")
+
+    with pytest.raises(TypeError) as raised:
+        next(iter(prepared))
+
+    message = str(raised.value)
+    assert "a batch holds a list of type test_torch_prepare.Locked" in message
+    assert "Locked cannot be copied" in message
+    assert "yield a plain list" in message
+
+
 def test_len_is_the_dataloaders() -> None:
     loader = DataLoader(TensorDataset(torch.arange(10)), batch_size=3)
 
@@ -204,6 +281,44 @@ def test_bad_arguments_are_rejected_at_construction(
 def test_data_that_is_not_iterable_is_rejected() -> None:
     with pytest.raises(TypeError, match="dataloader must be a torch DataLoader"):
         prepare(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["abc", b"abc", bytearray(b"abc"), memoryview(b"abc")],
+    ids=["str", "bytes", "bytearray", "memoryview"],
+)
+def test_text_or_bytes_are_refused_as_data(data: Any) -> None:
+    """Iterating them gives characters or ints, never batches (as prefetch_to_device)."""
+    kind = type(data).__name__
+    with pytest.raises(
+        TypeError, match=rf"dataloader must be a torch DataLoader .*, not a {kind}: got "
+    ):
+        prepare(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"x": torch.ones(2)}, MappingProxyType({"x": torch.ones(2)}), OrderedDict(x=torch.ones(2))],
+    ids=["dict", "mappingproxy", "ordereddict"],
+)
+def test_a_mapping_is_refused_as_data_since_iterating_it_gives_keys(data: Any) -> None:
+    with pytest.raises(TypeError) as raised:
+        prepare(data)
+
+    message = str(raised.value)
+    assert message.startswith("dataloader must be a torch DataLoader")
+    assert f"not a mapping: iterating a {type(data).__name__} gives its keys" in message
+    assert "pass [batch]" in message
+
+
+def test_a_list_of_dict_batches_is_still_taken() -> None:
+    batches = [{"x": torch.ones(2)}, {"x": torch.zeros(2)}]
+
+    assert [batch["x"].tolist() for batch, _ in Loop(prepare(batches), max_epochs=1)] == [
+        [1.0, 1.0],
+        [0.0, 0.0],
+    ]
 
 
 def test_a_cuda_device_without_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

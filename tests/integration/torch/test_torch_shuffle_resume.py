@@ -310,6 +310,7 @@ def test_a_sampler_dloop_cannot_replay_is_named_at_state_dict() -> None:
     message = str(got[0].message)
     assert "Use one of those samplers" in message
     assert "RandomSampler" in message
+    assert got[0].filename == __file__  # pointed at the user's state_dict() line
 
 
 @pytest.mark.parametrize("kind", ["list", "tuple", "range", "batch-list"])

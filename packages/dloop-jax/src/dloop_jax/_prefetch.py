@@ -122,17 +122,21 @@ class DevicePrefetch:
         """A pass over ``data`` from its batch ``start``, on the devices.
 
         Uses ``data.iter_from(start)`` when ``data`` has it; otherwise it skips ``start``
-        host batches, which are never transferred.
+        host batches, which are never transferred. ``data`` without a length (``len``
+        raises TypeError) may have fewer than ``start`` batches in this pass, as a
+        process whose epoch ended before the resumed step under ``uneven="longest"``
+        does: the pass then yields nothing, and the loop finds the epoch ended there.
 
         Raises:
-            ValueError: When the pass ends before batch ``start`` (raised when iterated).
+            ValueError: When ``data`` has a length and the pass ends before batch
+                ``start`` (raised when iterated).
         """
         start = as_count("start", start, minimum=0)
         iter_from = getattr(self._data, "iter_from", None)
         if callable(iter_from):
             batches: Iterator[Any] = iter(iter_from(start))
         else:
-            batches = _skipped(iter(self._data), start)
+            batches = _skipped(iter(self._data), start, strict=_has_length(self._data))
         return _prefetched(batches, self._size, self._put)
 
     def __repr__(self) -> str:
@@ -163,6 +167,8 @@ class _OneShotDevicePrefetch(DevicePrefetch):
         return next(self._pass)
 
     def iter_from(self, start: int) -> Iterator[Any]:
+        """The stream after its next ``start`` batches, which are read but never
+        transferred; nothing more when it has no more than ``start`` left."""
         self._pass = super().iter_from(start)
         return self
 
@@ -201,10 +207,20 @@ def _prefetched(batches: Iterator[Any], size: int, put: Put) -> Iterator[Any]:
             return
 
 
-def _skipped(batches: Iterator[Any], start: int) -> Iterator[Any]:
-    """``batches`` without its first ``start`` items, which are read but not kept."""
+def _has_length(data: object) -> bool:
+    """Whether ``len(data)`` gives a length (it raises TypeError for data without one)."""
+    try:
+        len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
+
+
+def _skipped(batches: Iterator[Any], start: int, *, strict: bool) -> Iterator[Any]:
+    """``batches`` without its first ``start`` items, which are read but not kept; when
+    there are fewer, an error if ``strict`` (data with a length), else nothing."""
     skipped = sum(1 for _ in itertools.islice(batches, start))
-    if skipped < start:
+    if strict and skipped < start:
         raise ValueError(
             f"iter_from({start}): data yielded only {skipped} batches in this pass, "
             f"so there is no batch {start} to start from"

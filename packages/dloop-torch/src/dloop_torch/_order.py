@@ -243,7 +243,9 @@ def no_record_warning(data: object, epoch: int, start: int, sources: Sources) ->
 
 def warn_user(message: str) -> None:
     """Warn with ``LoopWarning``, attributed to the first caller outside dloop and
-    dloop_torch (the user's ``for`` loop or ``state_dict()`` call)."""
+    dloop_torch (the user's ``for`` loop or ``state_dict()`` call), however deep in the
+    core and the adapter the warning is raised. (``dloop._warnings.warn`` does the same
+    but skips the core's frames only: from here it would point into dloop_torch.)"""
     level = 2  # for warnings.warn, 1 is this function and 2 the one that called it
     frame = sys._getframe(1)
     while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
@@ -306,7 +308,7 @@ class Order:
         Warns (``dloop.LoopWarning``) when a sampler's order cannot be replayed.
         """
         if self.sources.unknown:
-            warnings.warn(unknown_warning(self.sources.unknown), LoopWarning, stacklevel=4)
+            warn_user(unknown_warning(self.sources.unknown))
         current = self._current
         start: dict[str, Any] | None = None
         if current is not None:

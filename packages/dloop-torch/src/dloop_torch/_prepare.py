@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterable, Iterator, Sized
+import reprlib
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any, Generic, TypeVar
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
-from dloop import LoopWarning
 from dloop._validation import as_count
 from dloop_torch._device import as_device, prefetch_to_cuda, to_device
 from dloop_torch._epoch import first_iter, follow_epoch, to_the_end
@@ -51,14 +51,7 @@ class PreparedData(Generic[T]):
     )
 
     def __init__(self, dataloader: Iterable[T], *, device: object, prefetch: int) -> None:
-        kind = type(dataloader)
-        if isinstance(dataloader, (str, bytes)) or not (
-            hasattr(kind, "__iter__") or hasattr(kind, "__getitem__")
-        ):
-            raise TypeError(
-                "dataloader must be a torch DataLoader or another re-iterable of batches, "
-                f"got {dataloader!r} (a {type(dataloader).__name__})"
-            )
+        _check_dataloader(dataloader)
         as_count("prefetch", prefetch)
         parsed = as_device(device)
         self.dataloader: Iterable[T] = dataloader
@@ -80,7 +73,7 @@ class PreparedData(Generic[T]):
             self._order = Order(self._loader)
         self._restarts_workers = self._loader is not None and restarts_workers(self._loader)
         if self._restarts_workers:
-            warnings.warn(workers_warning(self._loader), LoopWarning, stacklevel=3)
+            warn_user(workers_warning(self._loader))
 
     def __iter__(self) -> Iterator[T]:
         """One epoch of batches, on ``device`` when one is set."""
@@ -126,20 +119,25 @@ class PreparedData(Generic[T]):
         without, it is read and the first ``start`` batches dropped (an IterableDataset
         too), before they reach the device.
 
+        Data of unknown length (``len`` raises TypeError: an IterableDataset without
+        ``__len__``, a stream) may have fewer than ``start`` batches in this epoch, as a
+        process whose epoch ended before the resumed step under ``uneven="longest"``
+        does: the iterator then yields only what is left after ``start``, which may be
+        nothing, and the loop finds the epoch ended there.
+
         Raises:
             TypeError, ValueError: ``start`` is not an int >= 0, or is beyond the batches
-                of the epoch.
+                of the epoch when the data has a length.
         """
         as_count("start", start, minimum=0)
         data = self.dataloader
-        if start and skips_by_index(data):
-            length = _length(data)
-            if length is not None and start > length:
-                raise ValueError(
-                    f"cannot resume at batch {start} of the epoch: the DataLoader has "
-                    f"{length} batches per epoch"
-                )
-        return self._batches(start)
+        length = _length(data) if isinstance(data, Sized) else None
+        if start and length is not None and skips_by_index(data) and start > length:
+            raise ValueError(
+                f"cannot resume at batch {start} of the epoch: the DataLoader has "
+                f"{length} batches per epoch"
+            )
+        return self._batches(start, strict=length is not None)
 
     def dloop_state_dict(self) -> dict[str, Any] | None:
         """What the current epoch's order and position depend on, for the loop's state dict.
@@ -152,8 +150,11 @@ class PreparedData(Generic[T]):
         that the loop may have taken without yielding it yet (those of any device
         prefetch, and ``LOOK_AHEAD`` = 64 more for the loop's own look-ahead), and after
         every 64th batch of the 512 before. The data's own ``dloop_state_dict()``, if it
-        has one, goes under ``"data"``. JSON built-in values; None when there is nothing
-        to save.
+        has one, goes under ``"data"``. These are this process's own (unlike the loop's
+        position, which is the same on every process): when torch.distributed is
+        initialized, the process's rank and the world size go under ``"process"``, so
+        that loading it on another process warns. JSON built-in values; None when there
+        is nothing to save.
 
         Warns:
             dloop.LoopWarning: A sampler dloop cannot replay is named, with what to use instead.
@@ -166,6 +167,9 @@ class PreparedData(Generic[T]):
         own = getattr(self.dataloader, "dloop_state_dict", None)
         if callable(own):
             state["data"] = own()
+        process = _this_process()
+        if state and process is not None:
+            state["process"] = process
         return state or None
 
     def dloop_load_state_dict(self, state: object) -> None:
@@ -173,6 +177,12 @@ class PreparedData(Generic[T]):
 
         Raises:
             ValueError: ``state`` was not saved from data of this kind.
+
+        Warns:
+            dloop.LoopWarning: ``state`` was saved by another process (another rank, or
+                another world size) than this one, as torch.distributed says: this
+                process takes that process's order and position in its data. Not an
+                error, since a resume may re-shard on purpose.
         """
         expected = {
             "order": self._order is not None,
@@ -185,6 +195,8 @@ class PreparedData(Generic[T]):
                 f"state dict data {state!r} was not saved by prepare() over data like "
                 f"{self.dataloader!r}: resume over the same kind of DataLoader"
             )
+        if "process" in state:
+            _check_process(state["process"])
         if self._order is not None:
             self._order.load_state_dict(state["order"])
         if self._stateful is not None:
@@ -198,18 +210,19 @@ class PreparedData(Generic[T]):
                 )
             load(state["data"])
 
-    def _batches(self, start: int) -> Iterator[T]:
-        """The current epoch's batches from batch ``start`` on, as the loop takes them."""
-        batches = self._to_device(self._epoch_batches(start))
+    def _batches(self, start: int, *, strict: bool = True) -> Iterator[T]:
+        """The current epoch's batches from batch ``start`` on, as the loop takes them;
+        without ``strict`` (data of unknown length), none when the epoch has fewer."""
+        batches = self._to_device(self._epoch_batches(start, strict=strict))
         if self._stateful is not None:
             return self._stateful.taken(batches)
         return batches
 
-    def _epoch_batches(self, start: int) -> Iterator[T]:
+    def _epoch_batches(self, start: int, *, strict: bool) -> Iterator[T]:
         """The host batches of the current epoch from batch ``start`` on."""
         data = self.dataloader
         if self._stateful is not None:
-            return self._stateful.iterate(self._epoch, start)
+            return self._stateful.iterate(self._epoch, start, strict=strict)
         loader, order = self._loader, self._order
         if loader is None or order is None:  # an iterable that is not a DataLoader
             if start == 0:
@@ -217,7 +230,7 @@ class PreparedData(Generic[T]):
             own_iter_from = getattr(data, "iter_from", None)
             if callable(own_iter_from):
                 return iter(own_iter_from(start))
-            return drop_first(iter(data), start)
+            return drop_first(iter(data), start, strict=strict)
         if order.replays_unrecorded(self._epoch, start):
             warn_user(no_record_warning(data, self._epoch, start, order.sources))
         draws_base_seed = self._draws_base_seed(loader)
@@ -225,14 +238,22 @@ class PreparedData(Generic[T]):
         if replay is None:
             batches = first_iter(data, loader, draws_base_seed=draws_base_seed)
         elif skips_by_index(data):
-            batches = iter(loader_from(data, start, sources=order.sources, epoch_start=replay))
+            batches = iter(
+                loader_from(data, start, sources=order.sources, epoch_start=replay, strict=strict)
+            )
         else:
-            batches = self._replayed(data, loader, start, replay)
+            batches = self._replayed(data, loader, start, replay, strict=strict)
         length = _length(data) if isinstance(data, Sized) else None
         return batches if length is None else to_the_end(batches, length - start)
 
     def _replayed(
-        self, data: Iterable[T], loader: DataLoader[Any], start: int, replay: EpochStart
+        self,
+        data: Iterable[T],
+        loader: DataLoader[Any],
+        start: int,
+        replay: EpochStart,
+        *,
+        strict: bool,
     ) -> Iterator[T]:
         """The data's own iteration from batch ``start`` (a DataLoader subclass, a
         wrapper, an IterableDataset), with the random sources as they were at the epoch's
@@ -253,7 +274,7 @@ class PreparedData(Generic[T]):
                 data, loader, draws_base_seed=replay.draws_base_seed, pull=not start
             )
             if start:
-                return drop_first(batches, start)
+                return drop_first(batches, start, strict=strict)
             return batches
 
     def _draws_base_seed(self, loader: DataLoader[Any]) -> bool:
@@ -305,9 +326,75 @@ class _OneShotPreparedData(PreparedData[T], Iterator[T]):
         return next(self._pass)
 
     def iter_from(self, start: int) -> Iterator[T]:
-        """The stream after its next ``start`` batches, which are read and dropped."""
+        """The stream after its next ``start`` batches, which are read and dropped; it
+        yields nothing more when the stream has no more than ``start`` batches left."""
         self._pass = super().iter_from(start)
         return self
+
+
+def _check_dataloader(dataloader: object) -> None:
+    """Refuse what is not a re-iterable of batches: a non-iterable, text or bytes (whose
+    iteration gives characters or ints), a mapping (whose iteration gives its keys).
+
+    Raises:
+        TypeError: Naming ``dataloader`` and the type given.
+    """
+    kind = type(dataloader)
+    if not (hasattr(kind, "__iter__") or hasattr(kind, "__getitem__")):
+        raise TypeError(
+            "dataloader must be a torch DataLoader or another re-iterable of batches, "
+            f"got {reprlib.repr(dataloader)} (a {kind.__name__})"
+        )
+    if isinstance(dataloader, (str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            "dataloader must be a torch DataLoader or another re-iterable of batches, not "
+            f"a {kind.__name__}: got {reprlib.repr(dataloader)}"
+        )
+    if isinstance(dataloader, Mapping):
+        raise TypeError(
+            "dataloader must be a torch DataLoader or another re-iterable of batches, not "
+            f"a mapping: iterating a {kind.__name__} gives its keys, got "
+            f"{reprlib.repr(dataloader)}. For one batch that is a dict, pass [batch]; for "
+            "batches stored as its values, pass list(dataloader.values())"
+        )
+
+
+def _this_process() -> dict[str, int] | None:
+    """This process's rank and the world size, when torch.distributed is initialized."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return {"rank": dist.get_rank(), "world_size": dist.get_world_size()}
+
+
+def _check_process(saved: object) -> None:
+    """Warn when a state dict's data part saved by process ``saved`` (its rank and world
+    size) is loaded on another one.
+
+    Raises:
+        ValueError: ``saved`` is not ``{"rank": int, "world_size": int}``.
+    """
+    if not (
+        isinstance(saved, dict)
+        and set(saved) == {"rank", "world_size"}
+        and all(type(value) is int for value in saved.values())
+    ):
+        raise ValueError(
+            "state dict data['process'] must be {'rank': int, 'world_size': int} as "
+            f"dloop_torch saves it, got {saved!r}"
+        )
+    here = _this_process()
+    if here is None or here == saved:
+        return
+    warn_user(
+        f"this process (rank {here['rank']} of {here['world_size']}) loads a state dict "
+        f"saved by rank {saved['rank']} of {saved['world_size']}: its data part (the "
+        "shuffle order's generator states, a StatefulDataLoader's position) is that "
+        "process's own, so this process now follows that process's order. Save a state "
+        "dict on every process and load each process's own (a file per rank, such as "
+        "f'checkpoint-rank{rank}.json'); if you re-shard on purpose, silence this with "
+        "warnings.filterwarnings('ignore', message='this process .* loads a state dict "
+        "saved by rank')."
+    )
 
 
 def _length(data: Sized) -> int | None:
@@ -382,15 +469,20 @@ def prepare(
             each costs the device memory of one batch.
 
     Raises:
-        TypeError, ValueError: For a ``dataloader`` that is not iterable, a ``prefetch``
-            that is not an int >= 1, or a ``device`` torch cannot parse or this machine
-            does not have (such as ``"cuda"`` without CUDA, or ``"mps"``).
+        TypeError, ValueError: For a ``dataloader`` that is not iterable, is text or
+            bytes (a str, bytes, bytearray or memoryview) or a mapping (whose iteration
+            gives its keys), a ``prefetch`` that is not an int >= 1, or a ``device``
+            torch cannot parse or this machine does not have (such as ``"cuda"`` without
+            CUDA, or ``"mps"``).
 
     Warns:
         dloop.LoopWarning: At ``prepare``, when persistent workers must restart every epoch
             (a dataset with ``set_epoch``); at ``state_dict()``, for a sampler whose order
             a resume cannot reproduce; when a resume inside a shuffled epoch starts from a
-            state dict with no record of its order (saved by a Loop without ``prepare``).
+            state dict with no record of its order (saved by a Loop without ``prepare``);
+            at ``load_state_dict``, for a state dict saved by another process (rank or
+            world size) under torch.distributed: the data's part of a state dict is
+            each process's own, so save one per process and load each its own.
     """
     if isinstance(dataloader, Iterator):
         return _OneShotPreparedData(dataloader, device=device, prefetch=prefetch)

@@ -81,7 +81,12 @@ def inner_loader(data: object) -> DataLoader[Any] | None:
 
 
 def loader_from(
-    loader: DataLoader[Any], start: int, *, sources: Sources, epoch_start: EpochStart
+    loader: DataLoader[Any],
+    start: int,
+    *,
+    sources: Sources,
+    epoch_start: EpochStart,
+    strict: bool = True,
 ) -> DataLoader[Any]:
     """A DataLoader like ``loader`` (same dataset, sampler objects, collate_fn, workers,
     pinning, ...) whose iteration starts at batch ``start`` of the epoch that began at
@@ -98,7 +103,8 @@ def loader_from(
     workers do not persist: it serves the rest of one epoch.
 
     Raises:
-        ValueError: The epoch has fewer than ``start`` batches.
+        ValueError: The epoch has fewer than ``start`` batches, when ``strict`` (the
+            loader has a length); otherwise the returned DataLoader yields nothing.
     """
     index_sampler: Iterable[Any] = (
         loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
@@ -118,7 +124,7 @@ def loader_from(
             torch.empty((), dtype=torch.int64).random_(generator=source)
         # At least one batch, so that the sampler's first (global) draws happen here.
         taken = list(islice(indices, max(start, 1)))
-    if len(taken) < start:
+    if strict and len(taken) < start:
         raise ValueError(
             f"cannot resume at batch {start} of the epoch: the DataLoader has {len(taken)} "
             "batches in it"
@@ -143,15 +149,17 @@ def loader_from(
     return DataLoader(loader.dataset, sampler=rest, batch_size=None, **options)
 
 
-def drop_first(batches: Iterator[T], start: int) -> Iterator[T]:
+def drop_first(batches: Iterator[T], start: int, *, strict: bool = True) -> Iterator[T]:
     """``batches`` after drawing and dropping ``start`` of them (data that can only be
     read in order, such as a DataLoader over an IterableDataset).
 
     Raises:
-        ValueError: ``batches`` ends before ``start`` batches were drawn.
+        ValueError: ``batches`` ends before ``start`` batches were drawn, when
+            ``strict`` (data whose length is known); otherwise the exhausted
+            ``batches`` are returned, for the loop to find the epoch ended there.
     """
     dropped = sum(1 for _ in islice(batches, start))
-    if dropped < start:
+    if strict and dropped < start:
         raise ValueError(
             f"cannot resume at batch {start} of the epoch: the data yielded only {dropped} "
             "batches in it"

@@ -51,7 +51,7 @@ class StatefulPositions:
         self._taken = 0
         self._loaded: tuple[int, list[Saved]] | None = None
 
-    def iterate(self, epoch: int, start: int) -> Iterator[Any]:
+    def iterate(self, epoch: int, start: int, *, strict: bool = True) -> Iterator[Any]:
         """The batches of ``epoch`` from batch ``start`` on.
 
         After ``load_state_dict``: inside the saved epoch, the loader's state saved at
@@ -64,7 +64,8 @@ class StatefulPositions:
         say). torch's global generator is left as it was.
 
         Raises:
-            ValueError: The epoch ends before batch ``start``.
+            ValueError: The epoch ends before batch ``start``, when ``strict`` (the
+                loader has a length); otherwise the epoch's batches are simply none.
         """
         loaded, self._loaded = self._loaded, None
         self._epoch = epoch
@@ -99,7 +100,7 @@ class StatefulPositions:
         finally:
             if start:
                 torch.set_rng_state(user_state)  # the resume's draws are not the user's
-        if dropped < start - position:
+        if strict and dropped < start - position:
             raise ValueError(
                 f"cannot resume at batch {start} of the epoch: the data yielded only "
                 f"{position + dropped} batches in it"

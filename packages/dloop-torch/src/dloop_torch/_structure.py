@@ -21,7 +21,9 @@ def map_tensors(batch: T, function: Callable[[torch.Tensor], torch.Tensor]) -> T
 
     Tensors are found inside tuples, lists, dicts (any mapping), namedtuples and
     dataclass instances, nested to any depth; the containers are rebuilt with their own
-    types, and every other value (numbers, strings, arrays, ...) is kept as it is.
+    types (never silently turned into a plain tuple, list or dict: a type that cannot be
+    rebuilt is a ``TypeError`` naming it), and every other value (numbers, strings,
+    arrays, ...) is kept as it is.
     """
     result: T = _map(batch, function)
     return result
@@ -32,9 +34,10 @@ def _map(value: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
         return function(value)
     if isinstance(value, tuple):
         items = [_map(item, function) for item in value]
-        if hasattr(value, "_fields"):  # a namedtuple
-            return type(value)(*items)
-        return tuple(items) if type(value) is tuple else _rebuild(value, items, tuple)
+        if type(value) is tuple:
+            return tuple(items)
+        # A namedtuple's constructor takes its fields one by one.
+        return _rebuild(value, items, tuple, spread=hasattr(value, "_fields"))
     if isinstance(value, list):
         items = [_map(item, function) for item in value]
         return items if type(value) is list else _rebuild(value, items, list)
@@ -133,9 +136,41 @@ def _copied(value: MutableMapping[Any, Any], *, deep: bool) -> MutableMapping[An
         return None
 
 
-def _rebuild(value: Any, items: list[Any], fallback: type[Any]) -> Any:
-    """A sequence subclass rebuilt from ``items``, or the plain type if it cannot be."""
+def _rebuild(value: Any, items: list[Any], base: type[Any], *, spread: bool = False) -> Any:
+    """A tuple or list subclass (``base``) of ``value``'s type holding ``items``, made by
+    its constructor when that takes them (``type(value)(items)``, or one argument per
+    item with ``spread``: a namedtuple). Otherwise a copy of ``value`` with its items
+    replaced and its attributes kept, its constructor not run again (as for a
+    dataclass); a tuple whose items are all unchanged (nothing to move) is kept as it is.
+
+    Raises:
+        TypeError: Neither the constructor nor a copy can make one (a type written in C
+            with a constructor of its own, a list whose copy fails): the type is named,
+            never changed into the plain ``base``.
+    """
+    kind = type(value)
     try:
-        return type(value)(items)
-    except TypeError:
-        return fallback(items)
+        return kind(*items) if spread else kind(items)
+    except Exception:  # a constructor that takes other arguments
+        pass
+    if base is tuple and all(new is old for new, old in zip(items, value, strict=True)):
+        return value
+    try:
+        if base is tuple:
+            rebuilt = tuple.__new__(kind, items)
+            if getattr(value, "__dict__", None):
+                rebuilt.__dict__.update(value.__dict__)
+        else:
+            rebuilt = copy.copy(value)  # attributes and slots too, storage of its own
+            if rebuilt is value:
+                raise TypeError(f"copy.copy gave the {kind.__qualname__} itself")
+            list.__setitem__(rebuilt, slice(None), items)
+    except Exception as error:
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        raise TypeError(
+            f"a batch holds a {base.__name__} of type {name} that dloop_torch cannot "
+            f"rebuild with its tensors moved: {kind.__qualname__}(items) fails, and so "
+            f"does a copy with its items replaced ({error}). Give it a constructor that "
+            f"takes its items, or yield a plain {base.__name__}"
+        ) from error
+    return rebuilt
