@@ -120,6 +120,13 @@ class Agreement:
             unknown=agreed[3] > 0,
         )
 
+    def agree_on_time(self, elapsed: float, step_seconds: float | None) -> tuple[float, float]:
+        """The largest elapsed time and step duration over the processes (one combine)."""
+        agreed = self.combine(
+            elapsed=elapsed, step_seconds=step_seconds or 0.0, count=0, unknown=False
+        )
+        return agreed.elapsed, agreed.step_seconds
+
     def _check(self, agreed: object, flags: Sequence[int]) -> tuple[int, ...]:
         """``agreed`` as ints, or an error naming the sync (SPEC rule 27)."""
         sync = self.sync

@@ -240,13 +240,9 @@ class Run(Generic[T]):
             if step >= 0 and budget.max_seconds is not None:
                 # Whether max_seconds left anything of a resumed run is decided on the
                 # agreed (largest) elapsed time, as every process must end together.
-                agreed = agreement.combine(
-                    elapsed=budget.elapsed_offset,
-                    step_seconds=budget.step_seconds or 0.0,
-                    count=0,
-                    unknown=False,
+                elapsed, step_seconds = agreement.agree_on_time(
+                    budget.elapsed_offset, budget.step_seconds
                 )
-                elapsed, step_seconds = agreed.elapsed, agreed.step_seconds
         if self.ends_before_start(elapsed, step_seconds):
             self.finished = True
             return False
