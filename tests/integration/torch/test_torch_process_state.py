@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from _torch_data import RecordingDataset
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from dloop import Loop, LoopWarning
 from dloop_torch import prepare
@@ -132,3 +132,32 @@ def test_a_malformed_process_record_is_refused(monkeypatch: pytest.MonkeyPatch) 
 
     with pytest.raises(ValueError, match=r"data\['process'\] must be \{'rank': int"):
         make_loop(0).load_state_dict(state)
+
+
+def test_a_distributed_sampler_s_order_is_every_process_s_so_it_loads_anywhere_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A DistributedSampler's order comes from its seed and the epoch (what Fabric and
+    Accelerate put under a shuffled loader, and save once, from rank 0): no process is
+    recorded, and rank 1 loads rank 0's state dict without a warning."""
+
+    def make(rank: int) -> Loop[Any]:
+        sampler: DistributedSampler[Any] = DistributedSampler(
+            RecordingDataset(12), num_replicas=2, rank=rank, shuffle=True, seed=3
+        )
+        return Loop(
+            prepare(DataLoader(RecordingDataset(12), batch_size=2, sampler=sampler)), max_epochs=2
+        )
+
+    as_process(monkeypatch, 0)
+    first = make(0)
+    for _ in first:
+        if first.state.step == 1:
+            break
+    state = json.loads(json.dumps(first.state_dict()))
+    assert "process" not in (state["data"] or {})
+    as_process(monkeypatch, 1)
+    second = make(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LoopWarning)
+        second.load_state_dict(state)

@@ -150,8 +150,9 @@ class PreparedData(Generic[T]):
         that the loop may have taken without yielding it yet (those of any device
         prefetch, and ``LOOK_AHEAD`` = 64 more for the loop's own look-ahead), and after
         every 64th batch of the 512 before. The data's own ``dloop_state_dict()``, if it
-        has one, goes under ``"data"``. These are this process's own (unlike the loop's
-        position, which is the same on every process): when torch.distributed is
+        has one, goes under ``"data"``. When these are this process's own (a sampler that
+        shuffles with its generators, a stream position; unlike the loop's position, the
+        same on every process, or a DistributedSampler's order) and torch.distributed is
         initialized, the process's rank and the world size go under ``"process"``, so
         that loading it on another process warns. JSON built-in values; None when there
         is nothing to save.
@@ -168,9 +169,18 @@ class PreparedData(Generic[T]):
         if callable(own):
             state["data"] = own()
         process = _this_process()
-        if state and process is not None:
+        if process is not None and self._own_to_this_process(state):
             state["process"] = process
         return state or None
+
+    def _own_to_this_process(self, state: dict[str, Any]) -> bool:
+        """Whether ``state`` (the data part) is this process's own: a sampler that shuffles
+        with this process's generators, a StatefulDataLoader's position, the data's own
+        state. A DistributedSampler's order comes from its seed and the epoch alone (the
+        same on every process), as under Fabric and Accelerate, which save one checkpoint
+        from rank 0 for every process."""
+        shuffles = self._order is not None and self._order.sources.shuffles
+        return shuffles or "stateful" in state or "data" in state
 
     def dloop_load_state_dict(self, state: object) -> None:
         """Take back ``dloop_state_dict``'s part, before the resumed epoch is iterated.
