@@ -111,8 +111,9 @@ def test_under_torchrun_every_process_resumes_from_its_own_state_dict(tmp_path: 
 
     assert f"checkpoint saved to {checkpoint} after step 31" in first
     assert states[0]["step"] == states[1]["step"] == 31
-    assert states[0]["data"]["process"] == {"rank": 0, "world_size": 2}
-    assert states[1]["data"]["process"] == {"rank": 1, "world_size": 2}
+    # A DistributedSampler's order comes from its seed and the epoch, the same on every
+    # process: nothing of it is a process's own, so no process is recorded.
+    assert all("process" not in state["data"] for state in states)
     assert f"resumed from {checkpoint} after step 31" in second
     assert "32 steps to go" in second
     assert validation_errors(second)[1] == validation_errors(one_run)[1]
