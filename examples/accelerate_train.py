@@ -171,6 +171,10 @@ def main() -> None:
         f"done after step {loop.state.step} in {seconds:.1f} s: validation mse "
         f"{before:.4f} -> {after:.4f}"
     )
+    # Every process reaches the end before any tears the process group down: a rank that
+    # destroys it while another still talks to it can abort in gloo's threads
+    # ("terminate called without an active exception") or hang at exit.
+    accelerator.wait_for_everyone()
     accelerator.end_training()
 
 

@@ -175,7 +175,9 @@ def main() -> None:
     )
     if torch.distributed.is_initialized():
         # Fabric leaves the process group to the process's exit, where gloo's threads can
-        # abort the interpreter ("terminate called without an active exception").
+        # abort the interpreter ("terminate called without an active exception"); every
+        # process reaches the end before any tears it down.
+        fabric.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -232,6 +232,7 @@ def main() -> None:
     rank = accelerator.process_index
     results["world_size"] = accelerator.num_processes
     (output / f"rank{rank}.json").write_text(json.dumps(results))
+    accelerator.wait_for_everyone()  # no rank tears the group down while another uses it
     accelerator.end_training()
 
 
