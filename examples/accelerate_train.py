@@ -19,12 +19,16 @@ checkpoint every ``--checkpoint-every`` seconds and at the end, and the exact po
 of a resumed run. The loop is registered with ``accelerator.register_for_checkpointing``,
 so that ``save_state`` / ``load_state`` carry its state dict (step, epoch, time events and
 the order of the shuffled epoch) next to the model's, the optimizer's and the random
-states.
+states. Each checkpoint goes into a new folder inside ``--checkpoint``, and a one-line
+``latest`` file, replaced atomically once every process has written its part, names it:
+a job killed while saving resumes from the checkpoint before, whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -65,11 +69,35 @@ def validation_mse(
     return float(torch.cat(errors).mean().item())
 
 
+def save_checkpoint(accelerator: Accelerator, checkpoint: Path, step: int) -> None:
+    """``save_state`` into ``checkpoint/step-NNNNNN``, then point ``checkpoint/latest`` at
+    it and remove the folders before it. Every process calls it."""
+    folder = checkpoint / f"step-{step:06d}"
+    accelerator.save_state(str(folder))
+    accelerator.wait_for_everyone()  # every process's part is written
+    if accelerator.is_main_process:
+        temporary = checkpoint / "latest.tmp"
+        temporary.write_text(folder.name)
+        os.replace(temporary, checkpoint / "latest")  # atomic: the switch to the new folder
+        for old in checkpoint.glob("step-*"):
+            if old != folder:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def latest_checkpoint(checkpoint: Path) -> Path | None:
+    """The folder ``checkpoint/latest`` names: the last checkpoint saved whole, if any."""
+    pointer = checkpoint / "latest"
+    return checkpoint / pointer.read_text().strip() if pointer.exists() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs to train (default 4)")
     parser.add_argument(
-        "--checkpoint", type=Path, help="directory to resume from if it exists, and to save to"
+        "--checkpoint",
+        type=Path,
+        help="directory of checkpoints: resumes from its latest one, if any, and saves there",
     )
     parser.add_argument(
         "--checkpoint-every",
@@ -119,9 +147,10 @@ def main() -> None:
         sync=DistributedSync(every_n_steps=ACCUMULATE) if accelerator.num_processes > 1 else None,
     )
     accelerator.register_for_checkpointing(loop)
-    if args.checkpoint is not None and args.checkpoint.exists():
-        accelerator.load_state(str(args.checkpoint))  # calls loop.load_state_dict too
-        accelerator.print(f"resumed from {args.checkpoint} after step {loop.state.step}")
+    resume_from = latest_checkpoint(args.checkpoint) if args.checkpoint is not None else None
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))  # calls loop.load_state_dict too
+        accelerator.print(f"resumed from {resume_from} after step {loop.state.step}")
     accelerator.print(
         f"training on {accelerator.device.type}, {accelerator.num_processes} process(es): "
         f"{len(loop)} steps to go, {args.epochs} epochs x {len(loader)} batches of "
@@ -158,7 +187,7 @@ def main() -> None:
         if args.checkpoint is not None and (
             checkpoint_due or stopping or LoopEvents.TRAINING_END in events
         ):
-            accelerator.save_state(str(args.checkpoint))  # with loop.state_dict()
+            save_checkpoint(accelerator, args.checkpoint, state.step)  # with loop.state_dict()
             accelerator.print(f"checkpoint saved to {args.checkpoint} after step {state.step}")
             checkpoint_due = False
         if stopping:

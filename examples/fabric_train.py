@@ -19,12 +19,14 @@ at the end (never in the middle of an accumulation: it waits for the next update
 checkpoint is Fabric's own `fabric.save(path, state)`, with the loop in `state` beside
 the model and the optimizer: Fabric calls `loop.state_dict()` and, in `fabric.load`,
 `loop.load_state_dict`, so a resumed run sees the batches and events an uninterrupted
-one would.
+one would. It is written beside the checkpoint and renamed over it, so a job killed while
+saving keeps its previous checkpoint whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,16 @@ def make_data(samples: int, seed: int) -> TensorDataset:
 
 def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 1))
+
+
+def save_atomically(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
+    """``fabric.save`` into a file beside ``path``, then rename it over ``path``: a kill
+    during the save (a preempted job) leaves the previous checkpoint as it was."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fabric.save(temporary, state)  # process 0 writes; every process waits for it
+    if fabric.global_rank == 0:
+        os.replace(temporary, path)  # atomic on one file system
+    fabric.barrier()
 
 
 def validate(fabric: Fabric, model: nn.Module, loader: Any) -> float:
@@ -133,7 +145,7 @@ def train(
         if checkpoint is not None and (
             checkpoint_due or stopping or LoopEvents.TRAINING_END in events
         ):
-            fabric.save(checkpoint, state)  # every process calls it; process 0 writes
+            save_atomically(fabric, checkpoint, state)  # every process calls it
             checkpoint_due = False
             fabric.print(f"checkpoint saved after step {loop.state.step}")
         if stopping:

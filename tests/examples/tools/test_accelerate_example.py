@@ -15,6 +15,23 @@ import pytest
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "accelerate_train.py"
 TIME_LIMIT = 300
 
+# Runs the example with a save_state that writes the first bytes of one file and then
+# dies, as a job killed (preempted, out of memory) in the middle of a save would.
+KILLED_WHILE_SAVING = """
+import os, runpy, sys
+from accelerate import Accelerator
+
+def save_state(self, output_dir=None, **kwargs):
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "model.safetensors"), "wb") as file:
+        file.write(b"the first bytes of a checkpoint")
+    os._exit(9)
+
+Accelerator.save_state = save_state
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -23,8 +40,9 @@ def free_port() -> int:
         return port
 
 
-def run(command: list[str], cwd: Path) -> str:
-    """Run ``command`` on the CPU; return its standard output, failing on an error."""
+def run(command: list[str], cwd: Path, *, returncode: int = 0) -> str:
+    """Run ``command`` on the CPU; return its standard output, failing unless it exits
+    with ``returncode``."""
     result = subprocess.run(
         command,
         capture_output=True,
@@ -34,7 +52,7 @@ def run(command: list[str], cwd: Path) -> str:
         cwd=cwd,
         env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == returncode, result.stderr
     return result.stdout
 
 
@@ -97,11 +115,32 @@ def test_the_accelerate_example_resumed_from_save_state_ends_like_one_run(
         [sys.executable, str(EXAMPLE), "--checkpoint", checkpoint, "--stop-after-steps", "98"],
         cwd=tmp_path,
     )
+    # One folder, and the file that names it.
+    assert sorted(path.name for path in Path(checkpoint).iterdir()) == ["latest", "step-000099"]
     resumed = run([sys.executable, str(EXAMPLE), "--checkpoint", checkpoint], cwd=tmp_path)
 
     assert "stopped after step 99" in cut  # the first optimizer step from step 98 on
     assert "resumed from" in resumed
     assert "after step 99" in resumed
     assert "156 steps to go" in resumed
+    assert epoch_lines(cut) + epoch_lines(resumed) == epoch_lines(one_run)
+    assert validation_errors(resumed)[1] == validation_errors(one_run)[1]
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(
+    tmp_path: Path, one_run: str
+) -> None:
+    checkpoint = str(tmp_path / "state")
+    cut = run(
+        [sys.executable, str(EXAMPLE), "--checkpoint", checkpoint, "--stop-after-steps", "98"],
+        cwd=tmp_path,
+    )
+    # Resumes, trains on, and dies in the save at step 151.
+    command = [sys.executable, "-c", KILLED_WHILE_SAVING, str(EXAMPLE), "--checkpoint", checkpoint]
+    run([*command, "--stop-after-steps", "150"], cwd=tmp_path, returncode=9)
+    resumed = run([sys.executable, str(EXAMPLE), "--checkpoint", checkpoint], cwd=tmp_path)
+
+    assert "after step 99" in resumed
     assert epoch_lines(cut) + epoch_lines(resumed) == epoch_lines(one_run)
     assert validation_errors(resumed)[1] == validation_errors(one_run)[1]

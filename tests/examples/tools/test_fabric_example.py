@@ -16,6 +16,22 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "fabric_train.py"
 
 pytestmark = pytest.mark.slow
 
+# Runs the example with a fabric.save that writes the first bytes of its file and then
+# dies, as a job killed (preempted, out of memory) in the middle of a save would.
+KILLED_WHILE_SAVING = """
+import os, runpy, sys
+from lightning_fabric import Fabric
+
+def save(self, path, state, filter=None):
+    with open(path, "wb") as file:
+        file.write(b"the first bytes of a checkpoint")
+    os._exit(9)
+
+Fabric.save = save
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
 
 def run(*arguments: str) -> str:
     result = subprocess.run(
@@ -70,6 +86,28 @@ def test_the_fabric_example_resumed_from_its_checkpoint_ends_as_one_run(
     assert f"stopping after step {stopped_at}" in first
     assert f"resumed from {checkpoint} after step {stopped_at}" in resumed
     assert f"{4 * 4096 // 32 - stopped_at - 1} steps to go" in resumed
+    assert re.findall(r"epoch \d done.*", first + resumed) == re.findall(
+        r"epoch \d done.*", uninterrupted
+    )
+    assert validation(resumed)[1] == validation(uninterrupted)[1]
+
+
+def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run.ckpt"
+    uninterrupted = run()
+    first = run("--checkpoint", str(checkpoint), "--stop-after-steps", "199")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_SAVING, str(EXAMPLE), "--checkpoint", str(checkpoint)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert killed.returncode == 9, killed.stdout + killed.stderr  # it died in its save
+    resumed = run("--checkpoint", str(checkpoint))
+
+    assert f"resumed from {checkpoint} after step 199" in resumed
     assert re.findall(r"epoch \d done.*", first + resumed) == re.findall(
         r"epoch \d done.*", uninterrupted
     )
