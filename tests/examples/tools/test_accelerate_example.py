@@ -68,6 +68,12 @@ def epoch_lines(output: str) -> list[str]:
     return re.findall(r"^epoch \d done  validation mse [\d.]+$", output, re.MULTILINE)
 
 
+def cut_short(checkpoint: str, cwd: Path) -> str:
+    """Run the example with checkpoints in ``checkpoint`` until its update at step 99."""
+    command = [sys.executable, str(EXAMPLE), "--checkpoint", checkpoint]
+    return run([*command, "--stop-after-steps", "98"], cwd=cwd)
+
+
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The output of one uninterrupted run on one process."""
@@ -111,10 +117,7 @@ def test_the_accelerate_example_resumed_from_save_state_ends_like_one_run(
     tmp_path: Path, one_run: str
 ) -> None:
     checkpoint = str(tmp_path / "state")
-    cut = run(
-        [sys.executable, str(EXAMPLE), "--checkpoint", checkpoint, "--stop-after-steps", "98"],
-        cwd=tmp_path,
-    )
+    cut = cut_short(checkpoint, cwd=tmp_path)
     # One folder, and the file that names it.
     assert sorted(path.name for path in Path(checkpoint).iterdir()) == ["latest", "step-000099"]
     resumed = run([sys.executable, str(EXAMPLE), "--checkpoint", checkpoint], cwd=tmp_path)
@@ -132,10 +135,7 @@ def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(
     tmp_path: Path, one_run: str
 ) -> None:
     checkpoint = str(tmp_path / "state")
-    cut = run(
-        [sys.executable, str(EXAMPLE), "--checkpoint", checkpoint, "--stop-after-steps", "98"],
-        cwd=tmp_path,
-    )
+    cut = cut_short(checkpoint, cwd=tmp_path)
     # Resumes, trains on, and dies in the save at step 151.
     command = [sys.executable, "-c", KILLED_WHILE_SAVING, str(EXAMPLE), "--checkpoint", checkpoint]
     run([*command, "--stop-after-steps", "150"], cwd=tmp_path, returncode=9)
