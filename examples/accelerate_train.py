@@ -113,13 +113,31 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    # Under accelerate launch or torchrun, Accelerator() joins the process group (gloo on
-    # the CPU, nccl on GPUs); a plain `python` run is one process.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     # The same seed everywhere: every process starts from the same weights.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
+    # Made before the process group exists: with torch 2.13 the first optimizer imports
+    # torch._dynamo, which, imported once a process group exists, keeps it alive past
+    # end_training's destroy_process_group; gloo's threads then outlive the interpreter,
+    # and a process can abort at exit ("terminate called without an active exception").
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    # Under accelerate launch or torchrun, Accelerator() joins the process group (gloo on
+    # the CPU, nccl on GPUs); a plain `python` run is one process.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    train(accelerator, model, optimizer, args)
+    # Every process reaches the end before any tears the process group down: a process
+    # that destroys it while another still talks to it can abort in gloo's threads too.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def train(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    args: argparse.Namespace,
+) -> None:
+    """Train, validate and checkpoint as ``args`` say, on the processes of ``accelerator``."""
     loader = DataLoader(
         make_data(2048, seed=0),
         batch_size=BATCH_SIZE,
@@ -200,11 +218,6 @@ def main() -> None:
         f"done after step {loop.state.step} in {seconds:.1f} s: validation mse "
         f"{before:.4f} -> {after:.4f}"
     )
-    # Every process reaches the end before any tears the process group down: a rank that
-    # destroys it while another still talks to it can abort in gloo's threads
-    # ("terminate called without an active exception") or hang at exit.
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
 
 
 if __name__ == "__main__":

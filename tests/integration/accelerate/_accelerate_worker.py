@@ -22,6 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+# Imported before any process group exists: with torch 2.13, torch._dynamo imported
+# once one exists (Accelerate's prepare and the first optimizer import it) keeps the
+# group alive past end_training's destroy_process_group, and gloo's threads, outliving
+# the interpreter, can abort a finished run at exit ("terminate called without an
+# active exception").
+import torch._dynamo
 from accelerate import Accelerator  # type: ignore[import-untyped]  # no py.typed
 from accelerate.utils import DataLoaderConfiguration  # type: ignore[import-untyped]
 from torch import nn
