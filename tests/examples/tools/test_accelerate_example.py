@@ -93,7 +93,19 @@ def test_the_accelerate_example_trains_on_one_process(one_run: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
 def test_the_accelerate_example_trains_on_two_processes(tmp_path: Path) -> None:
+    # Runs the example, then writes the names of the process's threads: a gloo thread
+    # still running after main() can abort the finished process at exit.
+    wrapper = tmp_path / "run_example.py"
+    wrapper.write_text(
+        "import os, runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "tasks = os.listdir('/proc/self/task')\n"
+        "names = [open(f'/proc/self/task/{task}/comm').read().strip() for task in tasks]\n"
+        "open(f\"threads-{os.environ['RANK']}.txt\", 'w').write(' '.join(names))\n"
+    )
     command = [
         sys.executable,
         "-m",
@@ -101,9 +113,12 @@ def test_the_accelerate_example_trains_on_two_processes(tmp_path: Path) -> None:
         "--nproc-per-node=2",
         "--master-addr=127.0.0.1",
         f"--master-port={free_port()}",
+        str(wrapper),
         str(EXAMPLE),
     ]
     output = run(command, cwd=tmp_path)
+    ends = [(tmp_path / f"threads-{rank}.txt").read_text() for rank in (0, 1)]
+    assert all("gloo" not in threads for threads in ends), ends  # the process group is gone
 
     # Rank 0 alone prints: each line once.
     assert "training on cpu, 2 process(es): 128 steps to go, 4 epochs x 32 batches" in output
