@@ -33,16 +33,18 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def run(*arguments: str) -> str:
+def run(*arguments: str, patch: str | None = None, returncode: int = 0) -> str:
+    """Run the example (under ``python -c patch``, when given); return its standard output,
+    failing unless it exits with ``returncode``."""
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE), *arguments],
+        [sys.executable, *(("-c", patch) if patch else ()), str(EXAMPLE), *arguments],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == returncode, result.stdout + result.stderr
     return result.stdout
 
 
@@ -96,15 +98,7 @@ def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(tmp_path: 
     checkpoint = tmp_path / "run.ckpt"
     uninterrupted = run()
     first = run("--checkpoint", str(checkpoint), "--stop-after-steps", "199")
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WHILE_SAVING, str(EXAMPLE), "--checkpoint", str(checkpoint)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert killed.returncode == 9, killed.stdout + killed.stderr  # it died in its save
+    run("--checkpoint", str(checkpoint), patch=KILLED_WHILE_SAVING, returncode=9)  # died saving
     resumed = run("--checkpoint", str(checkpoint))
 
     assert f"resumed from {checkpoint} after step 199" in resumed
